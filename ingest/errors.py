@@ -1,0 +1,84 @@
+"""The one error tree of ingest.
+
+    IngestError
+    ├── ConfigError            settings or environment unusable at start-up
+    ├── DefinitionError        a workflow definition is invalid (carries every problem)
+    ├── RequestError           a client request is unacceptable at the edge
+    │   ├── MalformedBody      not JSON, not an object, bad encoding, too deep
+    │   ├── BodyTooLarge       over the body limit
+    │   └── UnsupportedMediaType
+    ├── NotFound               unknown token, workflow, task or request id
+    ├── Unavailable            a backend cannot take the request now (retry later)
+    │   ├── PublishFailed      broker nack, return, timeout or closed channel
+    │   └── Backlogged         the edge's publish backlog is full
+    ├── DecodeError            a wire message cannot be decoded (poison)
+    └── MigrationError         the database schema cannot be brought up to date
+
+Errors become HTTP statuses only in `ingest.views`; ack/nack/reject only in `worker.consumer`.
+"""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Raised for every failure ingest itself recognises."""
+
+
+class ConfigError(IngestError):
+    """Raised when settings or the environment are unusable at start-up."""
+
+
+class DefinitionError(IngestError):
+    """Raised when a workflow definition is invalid; `problems` lists every problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class RequestError(IngestError):
+    """Raised when a client request cannot be accepted as sent."""
+
+
+class MalformedBody(RequestError):
+    """Raised when a body is not a well-formed JSON object."""
+
+
+class BodyTooLarge(RequestError):
+    """Raised when a body exceeds the configured limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body exceeds {limit} bytes")
+        self.limit = limit
+
+
+class UnsupportedMediaType(RequestError):
+    """Raised when a body is sent with a content type other than JSON."""
+
+
+class NotFound(IngestError):
+    """Raised when a token, workflow, task or request id names nothing we know."""
+
+
+class Unavailable(IngestError):
+    """Raised when a backend cannot take the request now; `retry_after` is in seconds."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PublishFailed(Unavailable):
+    """Raised when the broker did not confirm a publish (nack, return, timeout, closed)."""
+
+
+class Backlogged(Unavailable):
+    """Raised when the edge already holds as many unpublished requests as it may."""
+
+
+class DecodeError(IngestError):
+    """Raised when a wire message cannot be decoded; such a message is poison."""
+
+
+class MigrationError(IngestError):
+    """Raised when the database schema cannot be brought up to date."""

@@ -1,0 +1,149 @@
+"""The wire contracts between the edge and the workers: frozen, versioned, JSON (never pickle).
+
+One broker message carries a batch of task requests (the edge coalesces requests that arrive while
+a publish is in flight); each request keeps its own id, so its result is its own. Each request body
+travels as the client's JSON text, untouched, so a worker parses numbers exactly (as Decimal) and one
+bad body can never poison the other requests of its batch.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from ingest.errors import DecodeError, MalformedBody
+
+WIRE_VERSION = 1
+CONTENT_TYPE = "application/json"
+TASKS_MESSAGE_TYPE = "ingest.tasks.v1"
+REPLIES_MESSAGE_TYPE = "ingest.replies.v1"
+
+
+class Operation(StrEnum):
+    """What a task request asks for."""
+
+    UPSERT = "upsert"  #: POST: update by Unique ID, or create
+    UPDATE = "update"  #: PUT: update by Unique ID, 404 when missing
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRequest:
+    """One client request to change a workflow's tasks."""
+
+    id: uuid.UUID
+    workflow_id: int
+    workflow_version: int
+    operation: Operation
+    body: str
+    received_at: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id.hex,
+            "wf": self.workflow_id,
+            "wv": self.workflow_version,
+            "op": self.operation.value,
+            "body": self.body,
+            "at": self.received_at,
+        }
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> TaskRequest:
+        return cls(
+            id=uuid.UUID(hex=raw["id"]),
+            workflow_id=int(raw["wf"]),
+            workflow_version=int(raw["wv"]),
+            operation=Operation(raw["op"]),
+            body=str(raw["body"]),
+            received_at=float(raw["at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskBatch:
+    """The content of one broker message: requests, and where to send the wake-up replies."""
+
+    requests: tuple[TaskRequest, ...]
+    reply_to: str | None = None
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "v": WIRE_VERSION,
+                "reply_to": self.reply_to,
+                "requests": [request.to_wire() for request in self.requests],
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> TaskBatch:
+        try:
+            raw = orjson.loads(data)
+            if raw.get("v") != WIRE_VERSION:
+                raise DecodeError(f"unsupported wire version {raw.get('v')!r}")
+            requests = tuple(TaskRequest.from_wire(item) for item in raw["requests"])
+            reply_to = raw.get("reply_to")
+        except DecodeError:
+            raise
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise DecodeError(f"undecodable task batch: {exc!r}") from exc
+        if not requests:
+            raise DecodeError("task batch carries no requests")
+        return cls(requests=requests, reply_to=reply_to if isinstance(reply_to, str) else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A request's final answer, sent to the edge that waits for it (a wake-up only)."""
+
+    request_id: uuid.UUID
+    http_status: int
+    body: str
+
+
+def encode_replies(replies: list[Reply]) -> bytes:
+    return orjson.dumps(
+        {
+            "v": WIRE_VERSION,
+            "replies": [
+                {"id": r.request_id.hex, "status": r.http_status, "body": r.body} for r in replies
+            ],
+        }
+    )
+
+
+def decode_replies(data: bytes) -> list[Reply]:
+    try:
+        raw = orjson.loads(data)
+        return [
+            Reply(uuid.UUID(hex=item["id"]), int(item["status"]), str(item["body"]))
+            for item in raw["replies"]
+        ]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise DecodeError(f"undecodable replies: {exc!r}") from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_payload(text: str | bytes) -> dict[str, Any]:
+    """Parse a task body exactly: non-integers become Decimal, never float.
+
+    The edge and the worker both parse with this, so whatever the edge accepted, the worker can read.
+    """
+    try:
+        value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    except RecursionError:
+        raise MalformedBody("JSON nesting is too deep") from None
+    except ValueError as exc:  # JSONDecodeError, oversized integers, NaN/Infinity
+        raise MalformedBody(f"body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise MalformedBody("body must be a JSON object")
+    return value

@@ -1,0 +1,86 @@
+"""The edge's reply inbox: futures keyed by request id, woken by workers after they commit.
+
+A reply is only a wake-up. Results live in Postgres; a reply that never comes (worker crash,
+reconnect, edge restart) costs the client a 202 and a status URL, never a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+
+from ingest.errors import DecodeError
+from ingest.messages import Reply, decode_replies
+
+log = logging.getLogger(__name__)
+
+
+class ReplyInbox:
+    """Waits for the replies of requests this edge published."""
+
+    def __init__(self, queue_name: str) -> None:
+        self.queue_name = queue_name
+        self._waiting: dict[uuid.UUID, asyncio.Future[Reply]] = {}
+        self.queue: AbstractQueue | None = None
+
+    def expect(self, request_id: uuid.UUID) -> asyncio.Future[Reply]:
+        """Register interest before publishing, so a fast reply cannot be missed."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        return future
+
+    def forget(self, request_id: uuid.UUID) -> None:
+        future = self._waiting.pop(request_id, None)
+        if future is not None and not future.done():
+            future.cancel()
+
+    async def wait(self, request_id: uuid.UUID, timeout: float) -> Reply | None:
+        """The reply, or None when it did not come within `timeout` seconds."""
+        future = self._waiting.get(request_id)
+        if future is None:
+            return None
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout) if timeout > 0 else None
+        except TimeoutError:
+            return None
+        finally:
+            self.forget(request_id)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            replies = decode_replies(message.body)
+        except DecodeError as exc:
+            log.warning("dropped an undecodable reply: %s", exc)
+            return
+        for reply in replies:
+            future = self._waiting.get(reply.request_id)
+            if future is None:
+                # The client already got its 202; the result is in Postgres.
+                log.debug("reply for %s came after its waiter left", reply.request_id)
+            elif not future.done():
+                future.set_result(reply)
+
+    @property
+    def attached(self) -> bool:
+        return self.queue is not None and not self.queue.channel.is_closed
+
+
+@contextlib.asynccontextmanager
+async def open_inbox(channel: AbstractChannel, queue_name: str) -> AsyncIterator[ReplyInbox]:
+    """An exclusive, auto-deleted reply queue for this edge process, consumed without acks."""
+    inbox = ReplyInbox(queue_name)
+    queue = await channel.declare_queue(queue_name, exclusive=True, auto_delete=True, durable=False)
+    consumer_tag = await queue.consume(inbox._on_message, no_ack=True)
+    inbox.queue = queue
+    try:
+        yield inbox
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(queue.cancel(consumer_tag), 5)
+        for future in inbox._waiting.values():
+            future.cancel()

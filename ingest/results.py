@@ -1,0 +1,158 @@
+"""Per-request results: what each task request finally did, and the status documents about it.
+
+Results are written by workers in the same transaction as the task change they describe; the edge
+and the status URL only read them. A status URL names a request by a public id that carries an HMAC,
+so the edge can answer `pending` for a request it accepted (but no worker has finished) and 404 for
+an id it never issued, without a database write per request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import asyncpg
+import orjson
+
+_MAC_BYTES = 10
+
+
+class RequestStatus(StrEnum):
+    """Where a task request stands."""
+
+    PENDING = "pending"  #: accepted by the broker, not finished by a worker yet
+    SUCCEEDED = "succeeded"  #: applied (created, updated, unchanged, deleted)
+    FAILED = "failed"  #: finished without effect (invalid, not found, dead-lettered)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The final answer to one task request."""
+
+    request_id: uuid.UUID
+    workflow_id: int
+    http_status: int
+    outcome: str
+    body: str
+    task_id: int | None = None
+    received_at: float = 0.0
+    completed_at: datetime | None = None
+
+    @property
+    def status(self) -> RequestStatus:
+        return RequestStatus.SUCCEEDED if self.http_status < 400 else RequestStatus.FAILED
+
+
+class RequestIds:
+    """Turns request UUIDs into signed public ids bound to their workflow, and back."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _mac(self, request_id: uuid.UUID, workflow_id: int) -> bytes:
+        message = request_id.bytes + workflow_id.to_bytes(8, "big")
+        return hmac.new(self._key, message, hashlib.sha256).digest()[:_MAC_BYTES]
+
+    def public(self, request_id: uuid.UUID, workflow_id: int) -> str:
+        raw = request_id.bytes + self._mac(request_id, workflow_id)
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def parse(self, public_id: str, workflow_id: int) -> uuid.UUID | None:
+        """The request's UUID, or None when the id was not issued for this workflow."""
+        try:
+            raw = base64.urlsafe_b64decode(public_id + "=" * (-len(public_id) % 4))
+        except (binascii.Error, ValueError):
+            return None
+        if len(raw) != 16 + _MAC_BYTES:
+            return None
+        request_id = uuid.UUID(bytes=raw[:16])
+        if not hmac.compare_digest(raw[16:], self._mac(request_id, workflow_id)):
+            return None
+        return request_id
+
+
+def status_document(public_id: str, result: Result | None) -> dict[str, Any]:
+    """The body of a status URL: pending, or the final status code, outcome and task or errors."""
+    if result is None:
+        return {"id": public_id, "status": RequestStatus.PENDING.value}
+    document: dict[str, Any] = {
+        "id": public_id,
+        "status": result.status.value,
+        "http_status": result.http_status,
+        "outcome": result.outcome,
+    }
+    body = orjson.loads(result.body)
+    if result.http_status < 300:
+        document["task"] = body
+    else:
+        document.update(body if "errors" in body else {"errors": body})
+    if result.completed_at is not None:
+        document["completed_at"] = result.completed_at.isoformat()
+    return document
+
+
+async def fetch_result(
+    conn: asyncpg.Pool | asyncpg.Connection, request_id: uuid.UUID, workflow_id: int
+) -> Result | None:
+    row = await conn.fetchrow(
+        "SELECT request_id, workflow_id, http_status, outcome, body, task_id, completed_at"
+        " FROM request_results WHERE request_id = $1 AND workflow_id = $2",
+        request_id,
+        workflow_id,
+    )
+    if row is None:
+        return None
+    return Result(
+        request_id=row["request_id"],
+        workflow_id=row["workflow_id"],
+        http_status=row["http_status"],
+        outcome=row["outcome"],
+        body=row["body"],
+        task_id=row["task_id"],
+        completed_at=row["completed_at"],
+    )
+
+
+async def stored_results(conn: asyncpg.Connection, request_ids: list[uuid.UUID]) -> dict[uuid.UUID, Result]:
+    """Results already committed for these requests (a redelivery must not apply them twice)."""
+    rows = await conn.fetch(
+        "SELECT request_id, workflow_id, http_status, outcome, body, task_id"
+        " FROM request_results WHERE request_id = ANY($1::uuid[])",
+        request_ids,
+    )
+    return {
+        row["request_id"]: Result(
+            request_id=row["request_id"],
+            workflow_id=row["workflow_id"],
+            http_status=row["http_status"],
+            outcome=row["outcome"],
+            body=row["body"],
+            task_id=row["task_id"],
+        )
+        for row in rows
+    }
+
+
+async def insert_results(conn: asyncpg.Connection, results: list[Result]) -> None:
+    """Record final answers; a concurrent writer of the same request makes this raise."""
+    await conn.execute(
+        "INSERT INTO request_results"
+        " (request_id, workflow_id, http_status, outcome, body, task_id, received_at)"
+        " SELECT r.id, r.wf, r.status, r.outcome, r.body, r.task, to_timestamp(r.at)"
+        " FROM unnest($1::uuid[], $2::bigint[], $3::smallint[], $4::text[], $5::json[],"
+        "             $6::bigint[], $7::float8[]) AS r(id, wf, status, outcome, body, task, at)",
+        [r.request_id for r in results],
+        [r.workflow_id for r in results],
+        [r.http_status for r in results],
+        [r.outcome for r in results],
+        [r.body for r in results],
+        [r.task_id for r in results],
+        [r.received_at for r in results],
+    )

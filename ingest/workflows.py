@@ -1,0 +1,272 @@
+"""Workflows: the typed schema a task is validated against (SPEC §3).
+
+A definition is what a user writes (JSON or YAML); a `Workflow` is a stored definition with its
+ids and version. Tokens are random secrets handed out once; only their SHA-256 is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shlex
+from enum import StrEnum
+from typing import Any, Self
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ingest.errors import DefinitionError
+
+STAGE = "Stage"
+ASSIGNED_TO = "Assigned To"
+TASK_URL = "Task URL"
+BUILT_IN_FIELDS = (STAGE, ASSIGNED_TO, TASK_URL)
+
+
+class FieldType(StrEnum):
+    """Flowdash's field types."""
+
+    TEXT = "text"
+    LONG_TEXT = "longText"
+    NUMBER = "number"
+    CURRENCY = "currency"
+    DATE = "date"
+    DATETIME = "datetime"
+    CHECKBOX = "checkbox"
+    SINGLE_SELECT = "singleSelect"
+    MULTIPLE_SELECT = "multipleSelect"
+    EMAIL = "email"
+    URL = "url"
+    PHONE = "phone"
+    PERSON = "person"
+
+
+SELECT_TYPES = frozenset({FieldType.SINGLE_SELECT, FieldType.MULTIPLE_SELECT})
+#: Types whose value can identify a task: one scalar that compares exactly.
+UNIQUE_ID_TYPES = frozenset(
+    {
+        FieldType.TEXT,
+        FieldType.NUMBER,
+        FieldType.EMAIL,
+        FieldType.URL,
+        FieldType.PHONE,
+        FieldType.SINGLE_SELECT,
+        FieldType.PERSON,
+        FieldType.DATE,
+    }
+)
+
+
+class FieldSpec(BaseModel):
+    """One typed field of a workflow."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    type: FieldType
+    required: bool = False
+    options: tuple[str, ...] = ()
+    #: Stable id of the field inside its workflow; assigned on create, kept across renames.
+    id: int = 0
+
+
+class WorkflowDefinition(BaseModel):
+    """What a user writes to create a workflow."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    fields: tuple[FieldSpec, ...] = ()
+    unique_id: str | None = None
+    stages: tuple[str, ...] = ("Not Started", "In Progress", "Done")
+    members: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        problems = _consistency_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @classmethod
+    def parse(cls, raw: object) -> WorkflowDefinition:
+        """Validate a decoded definition; every problem is reported at once."""
+        try:
+            definition = cls.model_validate(raw)
+        except ValidationError as exc:
+            raise DefinitionError([_describe(error) for error in exc.errors()]) from None
+        return definition.with_field_ids()
+
+    def with_field_ids(self) -> WorkflowDefinition:
+        """Give every field without an id the next free one."""
+        next_id = max((spec.id for spec in self.fields), default=0) + 1
+        numbered = []
+        for spec in self.fields:
+            if spec.id == 0:
+                spec = spec.model_copy(update={"id": next_id})
+                next_id += 1
+            numbered.append(spec)
+        return self.model_copy(update={"fields": tuple(numbered)})
+
+
+def _consistency_problems(definition: WorkflowDefinition) -> list[str]:
+    problems: list[str] = []
+    seen: set[str] = set()
+    for spec in definition.fields:
+        if spec.name in BUILT_IN_FIELDS:
+            problems.append(f"field {spec.name!r} is a built-in field and cannot be redefined")
+        elif spec.name in seen:
+            problems.append(f"field name {spec.name!r} is used more than once")
+        seen.add(spec.name)
+        if spec.type in SELECT_TYPES and not spec.options:
+            problems.append(f"field {spec.name!r} of type {spec.type} needs a non-empty 'options'")
+        if spec.type not in SELECT_TYPES and spec.options:
+            problems.append(f"field {spec.name!r} of type {spec.type} takes no 'options'")
+        if len(set(spec.options)) != len(spec.options):
+            problems.append(f"field {spec.name!r} lists an option more than once")
+    ids = [spec.id for spec in definition.fields if spec.id]
+    if len(set(ids)) != len(ids):
+        problems.append("field ids must be unique")
+    problems.extend(_unique_id_problems(definition))
+    if not definition.stages:
+        problems.append("'stages' must list at least one stage")
+    if any(not stage.strip() for stage in definition.stages):
+        problems.append("stage names cannot be blank")
+    if len(set(definition.stages)) != len(definition.stages):
+        problems.append("a stage is listed more than once")
+    for member in definition.members:
+        if not looks_like_email(member):
+            problems.append(f"member {member!r} is not an email address")
+    return problems
+
+
+def _unique_id_problems(definition: WorkflowDefinition) -> list[str]:
+    if definition.unique_id is None:
+        return []
+    spec = next((s for s in definition.fields if s.name == definition.unique_id), None)
+    if spec is None:
+        return [f"unique_id {definition.unique_id!r} names no field of this workflow"]
+    if spec.type not in UNIQUE_ID_TYPES:
+        return [f"unique_id field {spec.name!r} has type {spec.type}, which cannot identify a task"]
+    return []
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "enum":
+        allowed = ", ".join(t.value for t in FieldType)
+        return f"{where}: unknown field type {error['input']!r} (expected one of: {allowed})"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def looks_like_email(value: str) -> bool:
+    """A deliberately small check: one @, something on each side, a dot in the domain."""
+    local, at, domain = value.partition("@")
+    return bool(at and local and "." in domain.strip(".") and " " not in value and "@" not in domain)
+
+
+class Workflow(BaseModel):
+    """A stored workflow: a definition with its ids and version."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    public_id: str
+    version: int
+    definition: WorkflowDefinition
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def unique_field(self) -> FieldSpec | None:
+        return self.field(self.definition.unique_id) if self.definition.unique_id else None
+
+    def field(self, name: str) -> FieldSpec | None:
+        return next((spec for spec in self.definition.fields if spec.name == name), None)
+
+    @property
+    def default_stage(self) -> str:
+        return self.definition.stages[0]
+
+    def summary(self, base_url: str) -> dict[str, Any]:
+        """The admin view of a workflow (never the token: only its hash is kept)."""
+        return {
+            "id": self.public_id,
+            "version": self.version,
+            **self.definition.model_dump(mode="json"),
+            "import_url": import_url(base_url, "<token>"),
+        }
+
+
+def new_token() -> str:
+    """A fresh workflow token: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def new_public_id() -> str:
+    return secrets.token_urlsafe(6)
+
+
+def import_url(base_url: str, token: str) -> str:
+    return f"{base_url}/api/v1/workflows/{token}/tasks"
+
+
+def example_payload(definition: WorkflowDefinition) -> dict[str, Any]:
+    """A sample task that passes validation, as the Flowdash import modal shows one."""
+    payload: dict[str, Any] = {}
+    for spec in definition.fields:
+        sample = _sample_value(spec, definition.members)
+        if sample is not None:
+            payload[spec.name] = sample
+    payload[STAGE] = definition.stages[0]
+    if definition.members:
+        payload[ASSIGNED_TO] = definition.members[0]
+    return payload
+
+
+_SAMPLES: dict[FieldType, Any] = {
+    FieldType.TEXT: "Example text",
+    FieldType.LONG_TEXT: "A longer description of the task.",
+    FieldType.NUMBER: 10,
+    FieldType.CURRENCY: 10000,
+    FieldType.DATE: "2020-01-31",
+    FieldType.DATETIME: "2020-01-31T09:30:00Z",
+    FieldType.CHECKBOX: False,
+    FieldType.EMAIL: "someone@example.com",
+    FieldType.URL: "https://example.com",
+    FieldType.PHONE: "+1 555 0100",
+}
+
+
+def _sample_value(spec: FieldSpec, members: tuple[str, ...]) -> Any:
+    if spec.type is FieldType.SINGLE_SELECT:
+        return spec.options[0]
+    if spec.type is FieldType.MULTIPLE_SELECT:
+        return [spec.options[0]]
+    if spec.type is FieldType.PERSON:
+        return members[0] if members else None
+    if spec.type is FieldType.TEXT and spec.name == "Company ID":
+        return "42"
+    return _SAMPLES[spec.type]
+
+
+def example_curl(url: str, payload: dict[str, Any]) -> str:
+    body = orjson.dumps(payload).decode()
+    return (
+        f"curl -X POST {shlex.quote(url)} \\\n"
+        "  -H 'Content-Type: application/json' \\\n"
+        f"  -d {shlex.quote(body)}"
+    )
+
+
+def example(definition: WorkflowDefinition, url: str) -> dict[str, Any]:
+    """What the Flowdash "Import from API" modal shows: URL, sample payload, cURL."""
+    payload = example_payload(definition)
+    return {"import_url": url, "example_payload": payload, "example_curl": example_curl(url, payload)}

@@ -1,0 +1,1 @@
+"""ingest's workers: consume task batches, validate, upsert into Postgres, reply, ack."""

@@ -1,0 +1,364 @@
+"""Applying a batch of task requests in one transaction (group commit).
+
+The order of work inside the transaction:
+1. skip requests whose result is already stored (a redelivery has no second effect);
+2. validate every payload with its workflow's compiled model;
+3. lock the existing tasks the batch names (`FOR UPDATE`, in id order);
+4. replay the requests in arrival order against an in-memory copy of those tasks, so several
+   requests for one Unique ID inside a batch merge in order, each with its own outcome and body;
+5. write the final state once: new tasks, changed built-ins, changed and cleared values;
+6. insert every request's result.
+A concurrent create of the same Unique ID, a deadlock or a concurrent result write raises
+`RetryBatch`; the caller runs the batch again in a new transaction.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+
+from ingest.errors import IngestError, MalformedBody
+from ingest.messages import Operation, TaskRequest, parse_payload
+from ingest.results import Result, insert_results, stored_results
+from ingest.store import lock_tasks, value_column, workflow_by_id
+from ingest.tasks import Outcome, TaskRecord, Value, new_task_public_id, render
+from ingest.workflows import FieldType, Workflow
+from worker.validation import BLANK, ValidatorCache, is_blank
+
+
+class RetryBatch(IngestError):
+    """Raised when a batch lost a race with another transaction and must run again."""
+
+
+class UnknownWorkflow(IngestError):
+    """Raised when a request names a workflow (or a version) the database does not have."""
+
+
+class WorkflowCache:
+    """Workflows by id, refreshed when a request names a newer version than the cached one."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, Workflow] = {}
+
+    async def get(self, conn: asyncpg.Connection, workflow_id: int, version: int) -> Workflow:
+        workflow = self._by_id.get(workflow_id)
+        if workflow is None or workflow.version < version:
+            workflow = await workflow_by_id(conn, workflow_id)
+            if workflow is None or workflow.version < version:
+                raise UnknownWorkflow(f"workflow {workflow_id} v{version} is not in the database")
+            self._by_id[workflow_id] = workflow
+        return workflow
+
+
+@dataclass(slots=True)
+class _TaskState:
+    """A task as the batch has left it so far, and what must be written back."""
+
+    record: TaskRecord
+    is_new: bool
+    builtins_changed: bool = False
+    changed_fields: set[int] = field(default_factory=set)
+
+
+def _same(a: Value, b: Value) -> bool:
+    # Decimal("10") == Decimal("10.0"), but they are stored and rendered differently.
+    if isinstance(a, Decimal) or isinstance(b, Decimal):
+        return type(a) is type(b) and str(a) == str(b)
+    return type(a) is type(b) and a == b
+
+
+def _json(body: dict[str, Any]) -> str:
+    return orjson.dumps(body).decode()
+
+
+def _errors_body(errors: dict[str, list[str]]) -> str:
+    return _json({"errors": errors})
+
+
+class BatchApplier:
+    """Applies batches of task requests; holds the per-process caches it needs."""
+
+    def __init__(self, base_url: str) -> None:
+        self._base_url = base_url
+        self._workflows = WorkflowCache()
+        self._validators = ValidatorCache()
+
+    async def apply(self, conn: asyncpg.Connection, requests: list[TaskRequest]) -> list[Result]:
+        """Apply `requests` in one transaction; results come back in request order."""
+        async with conn.transaction():
+            done = await stored_results(conn, [r.id for r in requests])
+            fresh = [r for r in requests if r.id not in done]
+            by_workflow: dict[int, list[TaskRequest]] = defaultdict(list)
+            for request in fresh:
+                by_workflow[request.workflow_id].append(request)
+            made: dict[uuid.UUID, Result] = {}
+            for workflow_id, group in by_workflow.items():
+                version = max(r.workflow_version for r in group)
+                workflow = await self._workflows.get(conn, workflow_id, version)
+                made.update(await self._apply_workflow(conn, workflow, group))
+            if made:
+                try:
+                    await insert_results(conn, list(made.values()))
+                except asyncpg.UniqueViolationError as exc:
+                    raise RetryBatch("another transaction stored one of these results") from exc
+        return [done.get(r.id) or made[r.id] for r in requests]
+
+    async def _apply_workflow(
+        self, conn: asyncpg.Connection, workflow: Workflow, requests: list[TaskRequest]
+    ) -> dict[uuid.UUID, Result]:
+        validator = self._validators.get(workflow)
+        payloads: dict[uuid.UUID, dict[str, Any] | None] = {}
+        for request in requests:
+            try:
+                payloads[request.id] = parse_payload(request.body)
+            except MalformedBody:
+                payloads[request.id] = None
+        keys = {
+            r.id: validator.unique_key(p) if (p := payloads[r.id]) is not None else None
+            for r in requests
+        }
+        existing = await lock_tasks(conn, workflow.id, sorted({k for k in keys.values() if k}))
+        tasks = {key: _TaskState(record=record, is_new=False) for key, record in existing.items()}
+        results: dict[uuid.UUID, tuple[Result, str | None]] = {}
+        for request in requests:
+            payload = payloads[request.id]
+            if payload is None:
+                body = _json({"error": "malformed_body", "message": "body is not a JSON object"})
+                results[request.id] = (self._result(request, 400, Outcome.INVALID, body), None)
+                continue
+            results[request.id] = self._apply_one(workflow, validator, request, payload, keys[request.id], tasks)
+        await self._write(conn, workflow, tasks)
+        ids = {key: state.record.id for key, state in tasks.items()}
+        return {
+            request_id: _with_task_id(result, ids.get(key) if key else None)
+            for request_id, (result, key) in results.items()
+        }
+
+    def _apply_one(
+        self,
+        workflow: Workflow,
+        validator: Any,
+        request: TaskRequest,
+        payload: dict[str, Any],
+        key: str | None,
+        tasks: dict[str, _TaskState],
+    ) -> tuple[Result, str | None]:
+        parsed = validator.parse(payload)
+        errors = {name: list(messages) for name, messages in parsed.errors.items()}
+        unique = workflow.unique_field
+        if unique is not None and key is None and unique.name not in errors:
+            errors[unique.name] = [BLANK]
+        if unique is None:
+            key = new_task_public_id()
+        state = tasks.get(key) if key else None
+        if state is None and request.operation is Operation.UPDATE and not errors:
+            message = f"no task has {unique.name if unique else 'that id'} {key!r}"
+            body = _json({"error": "not_found", "message": message})
+            return self._result(request, 404, Outcome.NOT_FOUND, body), None
+        for spec in workflow.definition.fields:
+            if not spec.required or spec.name in errors:
+                continue
+            missing_on_create = state is None and is_blank(payload.get(spec.name))
+            blanked_on_update = state is not None and spec.name in payload and is_blank(payload[spec.name])
+            if missing_on_create or blanked_on_update:
+                errors[spec.name] = [BLANK]
+        if errors:
+            return self._result(request, 422, Outcome.INVALID, _errors_body(errors)), None
+        assert key is not None
+        if state is None:
+            record = TaskRecord(
+                public_id=key if unique is None else new_task_public_id(),
+                unique_key=key,
+                stage=parsed.stage if parsed.stage_supplied else workflow.default_stage,
+                assigned_to=parsed.assigned_to,
+                values={fid: v for fid, v in parsed.values.items() if v is not None},
+            )
+            state = tasks[key] = _TaskState(record, is_new=True, changed_fields=set(record.values))
+            outcome, status = Outcome.CREATED, 201
+        else:
+            changed = _update(state, parsed)
+            outcome = Outcome.UPDATED if changed else Outcome.UNCHANGED
+            status = 200
+        body = _json(render(workflow, state.record, self._base_url))
+        return self._result(request, status, outcome, body), key
+
+    @staticmethod
+    def _result(request: TaskRequest, status: int, outcome: Outcome, body: str) -> Result:
+        return Result(
+            request_id=request.id,
+            workflow_id=request.workflow_id,
+            http_status=status,
+            outcome=outcome.value,
+            body=body,
+            received_at=request.received_at,
+        )
+
+    async def _write(
+        self, conn: asyncpg.Connection, workflow: Workflow, tasks: dict[str, _TaskState]
+    ) -> None:
+        await _insert_new_tasks(conn, workflow, [s for s in tasks.values() if s.is_new])
+        await _update_changed(
+            conn,
+            [
+                s.record
+                for s in tasks.values()
+                if not s.is_new and (s.builtins_changed or s.changed_fields)
+            ],
+        )
+        await _write_values(conn, workflow, tasks.values())
+
+
+def _with_task_id(result: Result, task_id: int | None) -> Result:
+    if task_id is None:
+        return result
+    return Result(
+        request_id=result.request_id,
+        workflow_id=result.workflow_id,
+        http_status=result.http_status,
+        outcome=result.outcome,
+        body=result.body,
+        task_id=task_id,
+        received_at=result.received_at,
+    )
+
+
+def _update(state: _TaskState, parsed: Any) -> bool:
+    """Apply the supplied fields to the task in memory; True when anything changed."""
+    record = state.record
+    before = copy.copy(record.values)
+    changed = False
+    if parsed.stage_supplied and parsed.stage != record.stage:
+        record.stage, changed, state.builtins_changed = parsed.stage, True, True
+    if parsed.assigned_to_supplied and parsed.assigned_to != record.assigned_to:
+        record.assigned_to, changed, state.builtins_changed = parsed.assigned_to, True, True
+    for field_id in parsed.supplied:
+        new = parsed.values[field_id]
+        if _same(before.get(field_id), new):
+            continue
+        changed = True
+        state.changed_fields.add(field_id)
+        if new is None:
+            record.values.pop(field_id, None)
+        else:
+            record.values[field_id] = new
+    return changed
+
+
+async def _insert_new_tasks(
+    conn: asyncpg.Connection, workflow: Workflow, states: list[_TaskState]
+) -> None:
+    if not states:
+        return
+    states.sort(key=lambda s: s.record.unique_key)  # one lock order for every worker
+    rows = await conn.fetch(
+        "INSERT INTO tasks (workflow_id, public_id, unique_key, stage, assigned_to)"
+        " SELECT $1, t.public_id, t.unique_key, t.stage, t.assigned_to"
+        " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])"
+        "   AS t(public_id, unique_key, stage, assigned_to)"
+        " ON CONFLICT (workflow_id, unique_key) DO NOTHING"
+        " RETURNING id, unique_key",
+        workflow.id,
+        [s.record.public_id for s in states],
+        [s.record.unique_key for s in states],
+        [s.record.stage for s in states],
+        [s.record.assigned_to for s in states],
+    )
+    if len(rows) != len(states):
+        raise RetryBatch("another transaction created a task with the same Unique ID")
+    ids = {row["unique_key"]: row["id"] for row in rows}
+    for state in states:
+        state.record.id = ids[state.record.unique_key]
+
+
+async def _update_changed(conn: asyncpg.Connection, records: list[TaskRecord]) -> None:
+    if not records:
+        return
+    await conn.execute(
+        "UPDATE tasks SET stage = u.stage, assigned_to = u.assigned_to, updated_at = now()"
+        " FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, stage, assigned_to)"
+        " WHERE tasks.id = u.id",
+        [r.id for r in records],
+        [r.stage for r in records],
+        [r.assigned_to for r in records],
+    )
+
+
+_VALUE_UPSERT = (
+    "INSERT INTO task_values (task_id, field_id, number_value, text_value, date_value,"
+    " datetime_value, boolean_value, list_value)"
+    " SELECT v.task_id, v.field_id, v.num, v.txt, v.day, v.at, v.flag,"
+    "   CASE WHEN v.items IS NULL THEN NULL"
+    "        ELSE ARRAY(SELECT jsonb_array_elements_text(v.items::jsonb)) END"
+    " FROM unnest($1::bigint[], $2::int[], $3::numeric[], $4::text[], $5::date[],"
+    "             $6::timestamptz[], $7::bool[], $8::text[])"
+    "   AS v(task_id, field_id, num, txt, day, at, flag, items)"
+    " ON CONFLICT (task_id, field_id) DO UPDATE SET"
+    "   number_value = EXCLUDED.number_value, text_value = EXCLUDED.text_value,"
+    "   date_value = EXCLUDED.date_value, datetime_value = EXCLUDED.datetime_value,"
+    "   boolean_value = EXCLUDED.boolean_value, list_value = EXCLUDED.list_value"
+)
+
+
+async def _write_values(
+    conn: asyncpg.Connection, workflow: Workflow, states: Any
+) -> None:
+    types = {spec.id: spec.type for spec in workflow.definition.fields}
+    columns: dict[str, list[Any]] = defaultdict(list)
+    cleared_tasks: list[int] = []
+    cleared_fields: list[int] = []
+    for state in states:
+        if not state.changed_fields:
+            continue
+        for field_id in sorted(state.changed_fields):
+            value = state.record.values.get(field_id)
+            if value is None:
+                cleared_tasks.append(state.record.id)
+                cleared_fields.append(field_id)
+            else:
+                _add_value_row(columns, state.record.id, field_id, types[field_id], value)
+    if columns:
+        await conn.execute(
+            _VALUE_UPSERT,
+            columns["task_id"],
+            columns["field_id"],
+            columns["number_value"],
+            columns["text_value"],
+            columns["date_value"],
+            columns["datetime_value"],
+            columns["boolean_value"],
+            columns["list_value"],
+        )
+    if cleared_tasks:
+        await conn.execute(
+            "DELETE FROM task_values USING unnest($1::bigint[], $2::int[]) AS c(task_id, field_id)"
+            " WHERE task_values.task_id = c.task_id AND task_values.field_id = c.field_id",
+            cleared_tasks,
+            cleared_fields,
+        )
+
+
+_COLUMNS = ("number_value", "text_value", "date_value", "datetime_value", "boolean_value", "list_value")
+
+
+def _add_value_row(
+    columns: dict[str, list[Any]], task_id: int | None, field_id: int, kind: FieldType, value: Value
+) -> None:
+    columns["task_id"].append(task_id)
+    columns["field_id"].append(field_id)
+    target = value_column(kind)
+    for column in _COLUMNS:
+        if column != target:
+            columns[column].append(None)
+        elif column == "list_value":
+            columns[column].append(orjson.dumps(value).decode())
+        else:
+            columns[column].append(value)
+
+
