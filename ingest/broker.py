@@ -49,7 +49,9 @@ class Topology:
         )
 
 
-async def declare(channel: AbstractChannel, settings: Settings) -> tuple[AbstractExchange, AbstractQueue]:
+async def declare(
+    channel: AbstractChannel, settings: Settings
+) -> tuple[AbstractExchange, AbstractQueue]:
     """Declare the task exchange and queue (and the dead-letter pair); idempotent."""
     names = Topology.from_settings(settings)
     dead_exchange = await channel.declare_exchange(
@@ -111,7 +113,11 @@ class Publisher:
     """
 
     def __init__(
-        self, channel: AbstractChannel, exchange: AbstractExchange, settings: Settings, reply_to: str | None
+        self,
+        channel: AbstractChannel,
+        exchange: AbstractExchange,
+        settings: Settings,
+        reply_to: str | None,
     ) -> None:
         self._channel = channel
         self._exchange = exchange
@@ -143,7 +149,9 @@ class Publisher:
         try:
             self._backlog.put_nowait(_Pending(request, len(request.body), confirmed))
         except asyncio.QueueFull:
-            raise Backlogged("too many requests are waiting to be published", retry_after=1) from None
+            raise Backlogged(
+                "too many requests are waiting to be published", retry_after=1
+            ) from None
         await confirmed
 
     async def _publish_forever(self) -> None:
@@ -153,7 +161,9 @@ class Publisher:
                 await self._send(batch)
             except Exception as exc:
                 log.warning("publish of %d task requests failed: %r", len(batch), exc)
-                failure = PublishFailed(f"the broker did not confirm the request ({type(exc).__name__})")
+                failure = PublishFailed(
+                    f"the broker did not confirm the request ({type(exc).__name__})"
+                )
                 for pending in batch:
                     if not pending.confirmed.done():
                         pending.confirmed.set_exception(failure)

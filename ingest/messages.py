@@ -1,7 +1,7 @@
 """The wire contracts between the edge and the workers: frozen, versioned, JSON (never pickle).
 
-One broker message carries a batch of task requests (the edge coalesces requests that arrive while
-a publish is in flight); each request keeps its own id, so its result is its own. Each request body
+One broker message carries a batch of task requests (the edge coalesces requests arriving while
+a publish is in flight); each request keeps its own id, so its result is its own. Each body
 travels as the client's JSON text, untouched, so a worker parses numbers exactly (as Decimal) and one
 bad body can never poison the other requests of its batch.
 """
@@ -136,7 +136,7 @@ def _reject_constant(name: str) -> Any:
 def parse_payload(text: str | bytes) -> dict[str, Any]:
     """Parse a task body exactly: non-integers become Decimal, never float.
 
-    The edge and the worker both parse with this, so whatever the edge accepted, the worker can read.
+    The edge and the worker both parse with this, so what the edge accepted the worker can read.
     """
     try:
         value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)

@@ -39,13 +39,13 @@ class ReplyInbox:
         if future is not None and not future.done():
             future.cancel()
 
-    async def wait(self, request_id: uuid.UUID, timeout: float) -> Reply | None:
-        """The reply, or None when it did not come within `timeout` seconds."""
+    async def wait(self, request_id: uuid.UUID, budget: float) -> Reply | None:
+        """The reply, or None when it did not come within `budget` seconds."""
         future = self._waiting.get(request_id)
         if future is None:
             return None
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout) if timeout > 0 else None
+            return await asyncio.wait_for(asyncio.shield(future), budget) if budget > 0 else None
         except TimeoutError:
             return None
         finally:

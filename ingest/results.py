@@ -18,8 +18,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-import asyncpg
 import orjson
+
+from ingest.store import Connection, Pool
 
 _MAC_BYTES = 10
 
@@ -99,7 +100,7 @@ def status_document(public_id: str, result: Result | None) -> dict[str, Any]:
 
 
 async def fetch_result(
-    conn: asyncpg.Pool | asyncpg.Connection, request_id: uuid.UUID, workflow_id: int
+    conn: Pool | Connection, request_id: uuid.UUID, workflow_id: int
 ) -> Result | None:
     row = await conn.fetchrow(
         "SELECT request_id, workflow_id, http_status, outcome, body, task_id, completed_at"
@@ -120,7 +121,7 @@ async def fetch_result(
     )
 
 
-async def stored_results(conn: asyncpg.Connection, request_ids: list[uuid.UUID]) -> dict[uuid.UUID, Result]:
+async def stored_results(conn: Connection, request_ids: list[uuid.UUID]) -> dict[uuid.UUID, Result]:
     """Results already committed for these requests (a redelivery must not apply them twice)."""
     rows = await conn.fetch(
         "SELECT request_id, workflow_id, http_status, outcome, body, task_id"
@@ -140,7 +141,7 @@ async def stored_results(conn: asyncpg.Connection, request_ids: list[uuid.UUID])
     }
 
 
-async def insert_results(conn: asyncpg.Connection, results: list[Result]) -> None:
+async def insert_results(conn: Connection, results: list[Result]) -> None:
     """Record final answers; a concurrent writer of the same request makes this raise."""
     await conn.execute(
         "INSERT INTO request_results"

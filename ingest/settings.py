@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     admin_token: str = ""
     #: Seconds a task request waits for its worker before answering 202.
     sync_timeout: float = Field(default=5.0, ge=0, le=60)
+    #: Edge processes started by `ingest run` (they share the port with SO_REUSEPORT).
+    edges: int = Field(default=1, ge=1, le=64)
     #: Worker processes started by `ingest run`.
     workers: int = Field(default=2, ge=0, le=64)
     #: Name of the durable quorum queue (and exchange) that carries task requests.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -21,11 +22,16 @@ from ingest.workflows import (
 )
 
 Pool = asyncpg.Pool
+#: A connection of its own or one borrowed from a pool.
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def _init_connection(conn: Connection) -> None:
     await conn.set_type_codec(
-        "jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
     )
 
 
@@ -44,7 +50,7 @@ async def open_pool(settings: Settings, size: int | None = None) -> AsyncIterato
         yield pool
     finally:
         try:
-            await asyncpg.pool.asyncio.wait_for(pool.close(), settings.database_timeout)
+            await asyncio.wait_for(pool.close(), settings.database_timeout)
         except (TimeoutError, Exception):
             pool.terminate()
 
@@ -93,8 +99,10 @@ async def workflow_by_public_id(pool: Pool, public_id: str) -> Workflow | None:
     return _workflow(row) if row else None
 
 
-async def workflow_by_id(conn: Pool | asyncpg.Connection, workflow_id: int) -> Workflow | None:
-    row = await conn.fetchrow(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE id = $1", workflow_id)
+async def workflow_by_id(conn: Pool | Connection, workflow_id: int) -> Workflow | None:
+    row = await conn.fetchrow(
+        f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE id = $1", workflow_id
+    )
     return _workflow(row) if row else None
 
 
@@ -144,7 +152,7 @@ def _stored_value(row: asyncpg.Record) -> Value:
 
 
 async def load_values(
-    conn: Pool | asyncpg.Connection, task_ids: Iterable[int]
+    conn: Pool | Connection, task_ids: Iterable[int]
 ) -> dict[int, dict[int, Value]]:
     """Every stored value of the given tasks: task id → field id → value."""
     rows = await conn.fetch(
@@ -185,7 +193,7 @@ async def task_by_public_id(pool: Pool, workflow_id: int, public_id: str) -> Tas
 
 
 async def lock_tasks(
-    conn: asyncpg.Connection, workflow_id: int, unique_keys: list[str]
+    conn: Connection, workflow_id: int, unique_keys: list[str]
 ) -> dict[str, TaskRecord]:
     """Existing tasks with these keys, locked for update until the transaction ends."""
     rows = await conn.fetch(
@@ -200,3 +208,15 @@ async def lock_tasks(
 
 def decode_json(text: str) -> Any:
     return orjson.loads(text)
+
+
+async def task_by_key(pool: Pool, workflow_id: int, unique_key: str) -> TaskRecord | None:
+    row = await pool.fetchrow(
+        f"SELECT {_TASK_COLUMNS} FROM tasks WHERE workflow_id = $1 AND unique_key = $2",
+        workflow_id,
+        unique_key,
+    )
+    if row is None:
+        return None
+    values = await load_values(pool, [row["id"]])
+    return _task(row, values.get(row["id"], {}))

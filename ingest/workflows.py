@@ -163,7 +163,9 @@ def _describe(error: Any) -> str:
 def looks_like_email(value: str) -> bool:
     """A deliberately small check: one @, something on each side, a dot in the domain."""
     local, at, domain = value.partition("@")
-    return bool(at and local and "." in domain.strip(".") and " " not in value and "@" not in domain)
+    return bool(
+        at and local and "." in domain.strip(".") and " " not in value and "@" not in domain
+    )
 
 
 class Workflow(BaseModel):
@@ -269,4 +271,8 @@ def example_curl(url: str, payload: dict[str, Any]) -> str:
 def example(definition: WorkflowDefinition, url: str) -> dict[str, Any]:
     """What the Flowdash "Import from API" modal shows: URL, sample payload, cURL."""
     payload = example_payload(definition)
-    return {"import_url": url, "example_payload": payload, "example_curl": example_curl(url, payload)}
+    return {
+        "import_url": url,
+        "example_payload": payload,
+        "example_curl": example_curl(url, payload),
+    }

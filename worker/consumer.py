@@ -62,7 +62,9 @@ class _Delivery:
 class Consumer:
     """Consumes task batches from the queue until `stop()` is called."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, connection: AbstractRobustConnection) -> None:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, connection: AbstractRobustConnection
+    ) -> None:
         self._settings = settings
         self._pool = pool
         self._connection = connection
@@ -147,10 +149,14 @@ class Consumer:
             return
         except Exception:
             if len(deliveries) == 1:
-                log.exception("task batch %s failed; it will be redelivered", messages[0].message_id)
+                log.exception(
+                    "task batch %s failed; it will be redelivered", messages[0].message_id
+                )
                 await deliveries[0].message.nack(requeue=True)
                 return
-            log.exception("a batch of %d messages failed; retrying them one by one", len(deliveries))
+            log.exception(
+                "a batch of %d messages failed; retrying them one by one", len(deliveries)
+            )
             for delivery in deliveries:
                 await self._handle([delivery.message])
             return
@@ -172,8 +178,12 @@ class Consumer:
         raise AssertionError("unreachable")
 
     async def _requeue_later(self, deliveries: list[_Delivery], exc: BaseException) -> None:
-        log.warning("transient failure (%r); requeueing %d messages in %.1fs",
-                    exc, len(deliveries), self._backoff)
+        log.warning(
+            "transient failure (%r); requeueing %d messages in %.1fs",
+            exc,
+            len(deliveries),
+            self._backoff,
+        )
         await asyncio.sleep(self._backoff)
         self._backoff = min(self._backoff * 2, 5.0)
         for delivery in deliveries:

@@ -27,7 +27,7 @@ import orjson
 from ingest.errors import IngestError, MalformedBody
 from ingest.messages import Operation, TaskRequest, parse_payload
 from ingest.results import Result, insert_results, stored_results
-from ingest.store import lock_tasks, value_column, workflow_by_id
+from ingest.store import Connection, lock_tasks, value_column, workflow_by_id
 from ingest.tasks import Outcome, TaskRecord, Value, new_task_public_id, render
 from ingest.workflows import FieldType, Workflow
 from worker.validation import BLANK, ValidatorCache, is_blank
@@ -47,7 +47,7 @@ class WorkflowCache:
     def __init__(self) -> None:
         self._by_id: dict[int, Workflow] = {}
 
-    async def get(self, conn: asyncpg.Connection, workflow_id: int, version: int) -> Workflow:
+    async def get(self, conn: Connection, workflow_id: int, version: int) -> Workflow:
         workflow = self._by_id.get(workflow_id)
         if workflow is None or workflow.version < version:
             workflow = await workflow_by_id(conn, workflow_id)
@@ -90,7 +90,7 @@ class BatchApplier:
         self._workflows = WorkflowCache()
         self._validators = ValidatorCache()
 
-    async def apply(self, conn: asyncpg.Connection, requests: list[TaskRequest]) -> list[Result]:
+    async def apply(self, conn: Connection, requests: list[TaskRequest]) -> list[Result]:
         """Apply `requests` in one transaction; results come back in request order."""
         async with conn.transaction():
             done = await stored_results(conn, [r.id for r in requests])
@@ -111,7 +111,7 @@ class BatchApplier:
         return [done.get(r.id) or made[r.id] for r in requests]
 
     async def _apply_workflow(
-        self, conn: asyncpg.Connection, workflow: Workflow, requests: list[TaskRequest]
+        self, conn: Connection, workflow: Workflow, requests: list[TaskRequest]
     ) -> dict[uuid.UUID, Result]:
         validator = self._validators.get(workflow)
         payloads: dict[uuid.UUID, dict[str, Any] | None] = {}
@@ -133,7 +133,9 @@ class BatchApplier:
                 body = _json({"error": "malformed_body", "message": "body is not a JSON object"})
                 results[request.id] = (self._result(request, 400, Outcome.INVALID, body), None)
                 continue
-            results[request.id] = self._apply_one(workflow, validator, request, payload, keys[request.id], tasks)
+            results[request.id] = self._apply_one(
+                workflow, validator, request, payload, keys[request.id], tasks
+            )
         await self._write(conn, workflow, tasks)
         ids = {key: state.record.id for key, state in tasks.items()}
         return {
@@ -166,7 +168,9 @@ class BatchApplier:
             if not spec.required or spec.name in errors:
                 continue
             missing_on_create = state is None and is_blank(payload.get(spec.name))
-            blanked_on_update = state is not None and spec.name in payload and is_blank(payload[spec.name])
+            blanked_on_update = (
+                state is not None and spec.name in payload and is_blank(payload[spec.name])
+            )
             if missing_on_create or blanked_on_update:
                 errors[spec.name] = [BLANK]
         if errors:
@@ -201,7 +205,7 @@ class BatchApplier:
         )
 
     async def _write(
-        self, conn: asyncpg.Connection, workflow: Workflow, tasks: dict[str, _TaskState]
+        self, conn: Connection, workflow: Workflow, tasks: dict[str, _TaskState]
     ) -> None:
         await _insert_new_tasks(conn, workflow, [s for s in tasks.values() if s.is_new])
         await _update_changed(
@@ -251,9 +255,7 @@ def _update(state: _TaskState, parsed: Any) -> bool:
     return changed
 
 
-async def _insert_new_tasks(
-    conn: asyncpg.Connection, workflow: Workflow, states: list[_TaskState]
-) -> None:
+async def _insert_new_tasks(conn: Connection, workflow: Workflow, states: list[_TaskState]) -> None:
     if not states:
         return
     states.sort(key=lambda s: s.record.unique_key)  # one lock order for every worker
@@ -277,7 +279,7 @@ async def _insert_new_tasks(
         state.record.id = ids[state.record.unique_key]
 
 
-async def _update_changed(conn: asyncpg.Connection, records: list[TaskRecord]) -> None:
+async def _update_changed(conn: Connection, records: list[TaskRecord]) -> None:
     if not records:
         return
     await conn.execute(
@@ -306,9 +308,7 @@ _VALUE_UPSERT = (
 )
 
 
-async def _write_values(
-    conn: asyncpg.Connection, workflow: Workflow, states: Any
-) -> None:
+async def _write_values(conn: Connection, workflow: Workflow, states: Any) -> None:
     types = {spec.id: spec.type for spec in workflow.definition.fields}
     columns: dict[str, list[Any]] = defaultdict(list)
     cleared_tasks: list[int] = []
@@ -344,7 +344,14 @@ async def _write_values(
         )
 
 
-_COLUMNS = ("number_value", "text_value", "date_value", "datetime_value", "boolean_value", "list_value")
+_COLUMNS = (
+    "number_value",
+    "text_value",
+    "date_value",
+    "datetime_value",
+    "boolean_value",
+    "list_value",
+)
 
 
 def _add_value_row(
@@ -360,5 +367,3 @@ def _add_value_row(
             columns[column].append(orjson.dumps(value).decode())
         else:
             columns[column].append(value)
-
-

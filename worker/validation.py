@@ -1,9 +1,9 @@
 """Task payload validation: one pydantic model compiled per workflow version, cached.
 
 Each field becomes an optional model field (aliased by its display name) whose validator turns the
-JSON value into the exact typed value Postgres stores, or raises with SPEC §4's message. Unknown keys
-are refused by `extra="forbid"`. Pydantic collects every error at once, which gives the Rails-style
-422 body. Whether required fields are present depends on whether the task exists, so that check is
+JSON value into the exact typed value Postgres stores, or raises with SPEC §4's message. Unknown
+keys are refused by `extra="forbid"`. Pydantic collects every error at once, which gives the
+Rails-style 422 body. Whether required fields are present depends on whether the task exists, so that check is
 made by the upsert, not here.
 """
 
@@ -235,8 +235,11 @@ class TaskValidator:
         stage = BeforeValidator(_stage(workflow.definition.stages))
         assignee = BeforeValidator(_nullable(_member(workflow.definition.members)))
         definitions["stage_"] = (Annotated[Any, stage], ModelField(None, alias=STAGE))
-        definitions["assigned_to_"] = (Annotated[Any, assignee], ModelField(None, alias=ASSIGNED_TO))
-        self._model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        definitions["assigned_to_"] = (
+            Annotated[Any, assignee],
+            ModelField(None, alias=ASSIGNED_TO),
+        )
+        self._model: type[BaseModel] = create_model(
             f"Task_{workflow.id}_v{workflow.version}",
             __config__=ConfigDict(extra="forbid", populate_by_name=False),
             **definitions,

@@ -62,10 +62,10 @@ async def apply(conn: asyncpg.Connection) -> list[Migration]:
     return applied
 
 
-async def ensure_database(dsn: str, timeout: float) -> None:
+async def ensure_database(dsn: str, connect_timeout: float) -> None:
     """Create the database named in `dsn` when it does not exist yet."""
     try:
-        conn = await asyncpg.connect(dsn, timeout=timeout)
+        conn = await asyncpg.connect(dsn, timeout=connect_timeout)
     except asyncpg.InvalidCatalogNameError:
         pass
     else:
@@ -73,7 +73,7 @@ async def ensure_database(dsn: str, timeout: float) -> None:
         return
     name = dsn.rsplit("/", 1)[-1].split("?", 1)[0]
     admin_dsn = dsn.rsplit("/", 1)[0] + "/postgres"
-    conn = await asyncpg.connect(admin_dsn, timeout=timeout)
+    conn = await asyncpg.connect(admin_dsn, timeout=connect_timeout)
     try:
         quoted = '"' + name.replace('"', '""') + '"'
         await conn.execute(f"CREATE DATABASE {quoted}")

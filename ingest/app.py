@@ -1,0 +1,143 @@
+"""The HTTP edge: an aiohttp application whose resources are owned by `cleanup_ctx`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+from aio_pika.abc import AbstractRobustConnection
+from aiohttp import web
+
+from ingest import store
+from ingest.app_keys import EDGE, SETTINGS
+from ingest.broker import Publisher, connect, declare
+from ingest.replies import ReplyInbox, open_inbox
+from ingest.results import RequestIds
+from ingest.settings import Settings
+from ingest.views import add_routes, error_middleware
+from ingest.workflows import Workflow, hash_token
+
+log = logging.getLogger(__name__)
+
+
+class WorkflowsByToken:
+    """Token → workflow, cached briefly so the hot path does no database read per request."""
+
+    def __init__(self, pool: asyncpg.Pool, ttl: float, size: int = 10_000) -> None:
+        self._pool = pool
+        self._ttl = ttl
+        self._size = size
+        self._cached: dict[bytes, tuple[float, Workflow]] = {}
+
+    async def by_token(self, token: str) -> Workflow | None:
+        key = hash_token(token)
+        now = time.monotonic()
+        hit = self._cached.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        workflow = await store.workflow_by_token(self._pool, token)
+        if workflow is not None and self._ttl > 0:
+            if len(self._cached) >= self._size:
+                self._cached.clear()
+            self._cached[key] = (now + self._ttl, workflow)
+        return workflow
+
+
+@dataclass(slots=True)
+class Edge:
+    """Everything a request handler needs, owned by the application's lifetime."""
+
+    pool: asyncpg.Pool
+    connection: AbstractRobustConnection
+    publisher: Publisher
+    inbox: ReplyInbox
+    request_ids: RequestIds
+    workflows: WorkflowsByToken
+
+    async def problems(self) -> list[str]:
+        """What keeps this edge from serving; empty when ready."""
+        found = []
+        try:
+            async with asyncio.timeout(2):
+                await self.pool.fetchval("SELECT 1")
+        except Exception as exc:
+            found.append(f"database unreachable: {type(exc).__name__}")
+        if self.connection.is_closed:
+            found.append("broker connection closed")
+        if not self.inbox.attached:
+            found.append("reply consumer not attached")
+        return found
+
+
+async def _request_id_key(settings: Settings, pool: asyncpg.Pool) -> bytes:
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    return await store.instance_secret(pool, "request_id_key")
+
+
+async def edge_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with (
+        store.open_pool(settings) as pool,
+        connect(settings, f"ingest-edge-{os.getpid()}") as connection,
+    ):
+        publish_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        reply_channel = await connection.channel(publisher_confirms=False)
+        exchange, _ = await declare(publish_channel, settings)
+        reply_queue = f"{settings.queue}.replies.{uuid.uuid4().hex[:16]}"
+        async with open_inbox(reply_channel, reply_queue) as inbox:
+            publisher = Publisher(publish_channel, exchange, settings, inbox.queue_name)
+            async with publisher:
+                app[EDGE] = Edge(
+                    pool=pool,
+                    connection=connection,
+                    publisher=publisher,
+                    inbox=inbox,
+                    request_ids=RequestIds(await _request_id_key(settings, pool)),
+                    workflows=WorkflowsByToken(pool, settings.workflow_cache_ttl),
+                )
+                yield
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(edge_context)
+    add_routes(app)
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Run the edge until SIGTERM/SIGINT; in-flight requests finish before resources close."""
+    from ingest.logs import configure_logging, run_async
+
+    configure_logging(settings)
+    run_async(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    import signal
+
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True)
+    await site.start()
+    log.info("edge %d listening on %s:%d", os.getpid(), settings.host, settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("edge %d stopping", os.getpid())
+        await runner.cleanup()

@@ -1,0 +1,125 @@
+"""The `ingest` console script: migrate, serve, work, run, workflow …"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import yaml
+from pydantic import ValidationError
+
+from ingest import migrations, store
+from ingest.errors import ConfigError, DefinitionError, IngestError
+from ingest.logs import configure_logging, run_async
+from ingest.settings import Settings
+from ingest.workflows import WorkflowDefinition
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"INGEST_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+async def migrate(settings: Settings) -> list[migrations.Migration]:
+    await migrations.ensure_database(settings.database_url, settings.database_timeout)
+    conn = await asyncpg.connect(settings.database_url, timeout=settings.database_timeout)
+    try:
+        return await migrations.apply(conn)
+    finally:
+        await conn.close()
+
+
+def _load_definition(path: str) -> Any:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DefinitionError([f"{path} is neither JSON nor YAML: {exc}"]) from None
+
+
+async def create_workflow(settings: Settings, path: str) -> dict[str, Any]:
+    from ingest.views import created_document
+
+    definition = WorkflowDefinition.parse(_load_definition(path))
+    async with store.open_pool(settings, size=1) as pool:
+        workflow, token = await store.create_workflow(pool, definition)
+    return created_document(workflow, token, settings.base_url)
+
+
+async def list_workflows(settings: Settings) -> list[dict[str, Any]]:
+    async with store.open_pool(settings, size=1) as pool:
+        return [w.summary(settings.base_url) for w in await store.list_workflows(pool)]
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ingest", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="create the database if needed and apply migrations")
+    commands.add_parser("serve", help="run the HTTP edge")
+    commands.add_parser("work", help="run a worker (same as `python -m worker`)")
+    commands.add_parser("run", help="migrate, then run edge + INGEST_WORKERS workers, supervised")
+    workflow = commands.add_parser("workflow", help="manage workflows").add_subparsers(
+        dest="action", required=True
+    )
+    create = workflow.add_parser("create", help="create a workflow from a JSON or YAML file")
+    create.add_argument("file", help="definition file, or - for standard input")
+    workflow.add_parser("list", help="list workflows")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings()
+        _dispatch(args, settings)
+    except DefinitionError as exc:
+        sys.stderr.write(
+            "invalid workflow definition:\n" + "".join(f"  - {p}\n" for p in exc.problems)
+        )
+        raise SystemExit(2) from None
+    except (IngestError, OSError, asyncpg.PostgresError) as exc:
+        sys.stderr.write(f"ingest {args.command}: {exc}\n")
+        raise SystemExit(1) from None
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
+    if args.command == "migrate":
+        configure_logging(settings)
+        applied = asyncio.run(migrate(settings))
+        print(f"database is up to date ({len(applied)} migration(s) applied)")
+    elif args.command == "serve":
+        from ingest.app import serve
+
+        serve(settings)
+    elif args.command == "work":
+        # `ingest` never imports `worker`: hand the process over to it instead.
+        os.execv(sys.executable, [sys.executable, "-m", "worker"])
+    elif args.command == "run":
+        from ingest.supervisor import supervise
+
+        configure_logging(settings)
+        asyncio.run(migrate(settings))
+        run_async(supervise(settings))
+    elif args.action == "create":
+        _print_json(asyncio.run(create_workflow(settings, args.file)))
+    else:
+        _print_json(asyncio.run(list_workflows(settings)))

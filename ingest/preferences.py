@@ -1,0 +1,36 @@
+"""RFC 7240 `Prefer` header: `respond-async` and `wait=N` are the preferences ingest honours."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Preferences:
+    respond_async: bool = False
+    wait: float | None = None
+
+    def budget(self, server_budget: float) -> float:
+        """Seconds to wait for the result: the shorter of the server's and the client's."""
+        if self.respond_async:
+            return 0.0
+        if self.wait is None:
+            return server_budget
+        return min(server_budget, self.wait)
+
+
+def parse_prefer(headers: Iterable[str]) -> Preferences:
+    """Read every Prefer header; unknown or malformed preferences are ignored, as RFC 7240 asks."""
+    respond_async = False
+    wait: float | None = None
+    for header in headers:
+        for item in header.split(","):
+            name, _, value = item.split(";", 1)[0].strip().partition("=")
+            name = name.strip().lower()
+            value = value.strip().strip('"')
+            if name == "respond-async":
+                respond_async = True
+            elif name == "wait" and value.isdigit() and wait is None:
+                wait = float(value)
+    return Preferences(respond_async=respond_async, wait=wait)

@@ -1,0 +1,108 @@
+"""`ingest run`: edge and workers as one supervised process group on one machine.
+
+Each child is restarted when it exits unexpectedly (with a backoff that resets once a child has
+stayed up); SIGTERM or SIGINT is passed on to every child, which finishes its in-flight work, and
+the group exits 0 once all have stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+from ingest.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_STABLE_AFTER = 30.0
+_MAX_BACKOFF = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    name: str
+    argv: tuple[str, ...]
+
+
+def children(settings: Settings) -> list[ChildSpec]:
+    edges = [
+        ChildSpec(f"edge-{n}", (sys.executable, "-m", "ingest", "serve"))
+        for n in range(settings.edges)
+    ]
+    workers = [
+        ChildSpec(f"worker-{n}", (sys.executable, "-m", "worker")) for n in range(settings.workers)
+    ]
+    return edges + workers
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, specs: list[ChildSpec]) -> None:
+        self._settings = settings
+        self._specs = specs
+        self._stopping = asyncio.Event()
+        self._running: dict[str, asyncio.subprocess.Process] = {}
+        self.restarts = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for process in self._running.values():
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._keep_alive(spec) for spec in self._specs))
+
+    async def _keep_alive(self, spec: ChildSpec) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            process = await asyncio.create_subprocess_exec(*spec.argv)
+            self._running[spec.name] = process
+            log.info("started %s (pid %d)", spec.name, process.pid)
+            code = await self._wait(process)
+            del self._running[spec.name]
+            if self._stopping.is_set():
+                log.info("%s (pid %d) stopped with %s", spec.name, process.pid, code)
+                return
+            if time.monotonic() - started > _STABLE_AFTER:
+                backoff = 0.5
+            log.error(
+                "%s (pid %d) exited with %s; restarting in %.1fs",
+                spec.name,
+                process.pid,
+                code,
+                backoff,
+            )
+            self.restarts += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    async def _wait(self, process: asyncio.subprocess.Process) -> int:
+        waiting = asyncio.ensure_future(process.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if waiting.done():
+            return waiting.result()
+        # Stopping: the child got SIGTERM in stop(); give it its grace period, then kill.
+        try:
+            return await asyncio.wait_for(waiting, self._settings.shutdown_timeout + 5)
+        except TimeoutError:
+            log.error("pid %d did not stop in time; killing it", process.pid)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            return await process.wait()
+
+
+async def supervise(settings: Settings) -> None:
+    supervisor = Supervisor(settings, children(settings))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, supervisor.stop)
+    await supervisor.run()

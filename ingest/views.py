@@ -1,0 +1,294 @@
+"""HTTP handlers. The only place errors become statuses (see `error_middleware`)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ingest import store
+from ingest.app_keys import EDGE, SETTINGS
+from ingest.bodies import accept_json_object, check_content_type, read_body
+from ingest.errors import (
+    BodyTooLarge,
+    DefinitionError,
+    IngestError,
+    MalformedBody,
+    NotFound,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from ingest.messages import Operation, TaskRequest
+from ingest.preferences import parse_prefer
+from ingest.results import fetch_result, status_document
+from ingest.tasks import render
+from ingest.workflows import FieldType, Workflow, WorkflowDefinition, example, import_url
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type=JSON, headers=headers)
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return json_response({"error": code, "message": message}, status, headers)
+
+
+_STATUS_OF: list[tuple[type[IngestError], int, str]] = [
+    (MalformedBody, 400, "malformed_body"),
+    (BodyTooLarge, 413, "body_too_large"),
+    (UnsupportedMediaType, 415, "unsupported_media_type"),
+    (NotFound, 404, "not_found"),
+    (DefinitionError, 422, "invalid_definition"),
+]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error leaves as JSON with a status; nothing a client sends becomes a 500."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except Unavailable as exc:
+        retry = str(exc.retry_after)
+        return error_response(503, "unavailable", str(exc), {"Retry-After": retry})
+    except DefinitionError as exc:
+        return json_response({"error": "invalid_definition", "problems": exc.problems}, 422)
+    except IngestError as exc:
+        for kind, status, code in _STATUS_OF:
+            if isinstance(exc, kind):
+                return error_response(status, code, str(exc))
+        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(
+            exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, _allow(exc)
+        )
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.rel_url.path)
+        return error_response(500, "internal_error", "the server failed; the error is logged")
+    return response
+
+
+def _allow(exc: web.HTTPException) -> dict[str, str] | None:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else None
+
+
+# ---------------------------------------------------------------------------------------- task API
+
+
+_UNKNOWN_TOKEN = "no workflow has this token"
+
+
+async def _workflow_of(request: web.Request) -> Workflow:
+    workflow = await request.app[EDGE].workflows.by_token(request.match_info["token"])
+    if workflow is None:
+        raise NotFound(_UNKNOWN_TOKEN)
+    return workflow
+
+
+async def post_task(request: web.Request) -> web.Response:
+    return await _submit(request, Operation.UPSERT)
+
+
+async def put_task(request: web.Request) -> web.Response:
+    return await _submit(request, Operation.UPDATE)
+
+
+async def _submit(request: web.Request, operation: Operation) -> web.Response:
+    settings, edge = request.app[SETTINGS], request.app[EDGE]
+    workflow = await _workflow_of(request)
+    check_content_type(request)
+    body = accept_json_object(await read_body(request, settings.max_body_bytes))
+    task_request = TaskRequest(
+        id=uuid.uuid4(),
+        workflow_id=workflow.id,
+        workflow_version=workflow.version,
+        operation=operation,
+        body=body,
+        received_at=time.time(),
+    )
+    preferences = parse_prefer(request.headers.getall("Prefer", []))
+    budget = preferences.budget(settings.sync_timeout)
+    edge.inbox.expect(task_request.id)
+    try:
+        await edge.publisher.publish(task_request)
+    except BaseException:
+        edge.inbox.forget(task_request.id)
+        raise
+    reply = await edge.inbox.wait(task_request.id, budget)
+    if reply is not None:
+        return web.Response(body=reply.body.encode(), status=reply.http_status, content_type=JSON)
+    if budget > 0:
+        # The reply is only a wake-up: the result may be committed with its reply lost.
+        stored = await fetch_result(edge.pool, task_request.id, workflow.id)
+        if stored is not None:
+            return web.Response(
+                body=stored.body.encode(), status=stored.http_status, content_type=JSON
+            )
+    return _accepted(request, workflow, task_request.id, preferences.respond_async, budget)
+
+
+def _accepted(
+    request: web.Request,
+    workflow: Workflow,
+    request_id: uuid.UUID,
+    respond_async: bool,
+    budget: float,
+) -> web.Response:
+    settings, edge = request.app[SETTINGS], request.app[EDGE]
+    public_id = edge.request_ids.public(request_id, workflow.id)
+    token = request.match_info["token"]
+    url = f"{settings.base_url}/api/v1/workflows/{token}/requests/{public_id}"
+    headers = {"Location": url}
+    if respond_async:
+        headers["Preference-Applied"] = "respond-async"
+    body = {"id": public_id, "status": "pending", "status_url": url}
+    return json_response(body, 202, headers)
+
+
+async def request_status(request: web.Request) -> web.Response:
+    edge = request.app[EDGE]
+    workflow = await _workflow_of(request)
+    public_id = request.match_info["request_id"]
+    request_id = edge.request_ids.parse(public_id, workflow.id)
+    if request_id is None:
+        raise NotFound("no request has this id")
+    result = await fetch_result(edge.pool, request_id, workflow.id)
+    return json_response(status_document(public_id, result))
+
+
+async def get_task(request: web.Request) -> web.Response:
+    """One task by its Unique ID value (or its task id where the workflow has none)."""
+    settings, edge = request.app[SETTINGS], request.app[EDGE]
+    workflow = await _workflow_of(request)
+    wanted = request.match_info["task_id"]
+    task = await store.task_by_key(edge.pool, workflow.id, _canonical_key(workflow, wanted))
+    if task is None:
+        raise NotFound("no task has this id")
+    return json_response(render(workflow, task, settings.base_url))
+
+
+def _canonical_key(workflow: Workflow, value: str) -> str:
+    unique = workflow.unique_field
+    if unique is not None and unique.type is FieldType.NUMBER:
+        try:
+            return format(Decimal(value).normalize(), "f")
+        except InvalidOperation:
+            return value
+    return value
+
+
+async def task_by_url(request: web.Request) -> web.Response:
+    """The `Task URL`: an unguessable capability link that never carries the token."""
+    settings, edge = request.app[SETTINGS], request.app[EDGE]
+    workflow = await store.workflow_by_public_id(edge.pool, request.match_info["workflow_id"])
+    task = None
+    if workflow is not None:
+        task = await store.task_by_public_id(edge.pool, workflow.id, request.match_info["task_id"])
+    if workflow is None or task is None:
+        raise NotFound("no task has this URL")
+    return json_response(render(workflow, task, settings.base_url))
+
+
+# --------------------------------------------------------------------------------------- admin API
+
+
+def _require_admin(request: web.Request) -> None:
+    expected = request.app[SETTINGS].admin_token
+    if not expected:
+        raise web.HTTPForbidden(reason="Admin API Disabled; set INGEST_ADMIN_TOKEN")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), expected.encode()
+    ):
+        raise web.HTTPUnauthorized(
+            reason="Admin Token Required",
+            headers={"WWW-Authenticate": 'Bearer realm="ingest-admin"'},
+        )
+
+
+async def create_workflow(request: web.Request) -> web.Response:
+    _require_admin(request)
+    settings, edge = request.app[SETTINGS], request.app[EDGE]
+    check_content_type(request)
+    raw = orjson.loads(accept_json_object(await read_body(request, settings.max_body_bytes)))
+    definition = WorkflowDefinition.parse(raw)
+    workflow, token = await store.create_workflow(edge.pool, definition)
+    return json_response(created_document(workflow, token, settings.base_url), 201)
+
+
+def created_document(workflow: Workflow, token: str, base_url: str) -> dict[str, Any]:
+    """What creating a workflow answers: the workflow, its token (shown once) and the example."""
+    url = import_url(base_url, token)
+    return {**workflow.summary(base_url), "token": token, **example(workflow.definition, url)}
+
+
+async def list_workflows(request: web.Request) -> web.Response:
+    _require_admin(request)
+    settings, edge = request.app[SETTINGS], request.app[EDGE]
+    workflows = await store.list_workflows(edge.pool)
+    return json_response([w.summary(settings.base_url) for w in workflows])
+
+
+async def _admin_workflow(request: web.Request) -> Workflow:
+    _require_admin(request)
+    workflow = await store.workflow_by_public_id(
+        request.app[EDGE].pool, request.match_info["workflow_id"]
+    )
+    if workflow is None:
+        raise NotFound("no workflow has this id")
+    return workflow
+
+
+async def get_workflow(request: web.Request) -> web.Response:
+    workflow = await _admin_workflow(request)
+    return json_response(workflow.summary(request.app[SETTINGS].base_url))
+
+
+async def workflow_example(request: web.Request) -> web.Response:
+    workflow = await _admin_workflow(request)
+    url = import_url(request.app[SETTINGS].base_url, "<token>")
+    return json_response(example(workflow.definition, url))
+
+
+# ------------------------------------------------------------------------------------------ health
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    problems = await request.app[EDGE].problems()
+    if problems:
+        return json_response({"status": "unavailable", "problems": problems}, 503)
+    return json_response({"status": "ok"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v1/workflows/{token}/tasks", post_task)
+    app.router.add_put("/api/v1/workflows/{token}/tasks", put_task)
+    app.router.add_get("/api/v1/workflows/{token}/tasks/{task_id}", get_task)
+    app.router.add_get("/api/v1/workflows/{token}/requests/{request_id}", request_status)
+    app.router.add_get("/workflows/{workflow_id}/tasks/{task_id}", task_by_url)
+    app.router.add_post("/api/v1/admin/workflows", create_workflow)
+    app.router.add_get("/api/v1/admin/workflows", list_workflows)
+    app.router.add_get("/api/v1/admin/workflows/{workflow_id}", get_workflow)
+    app.router.add_get("/api/v1/admin/workflows/{workflow_id}/example", workflow_example)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
