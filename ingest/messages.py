@@ -2,8 +2,8 @@
 
 One broker message carries a batch of task requests (the edge coalesces requests arriving while
 a publish is in flight); each request keeps its own id, so its result is its own. Each body
-travels as the client's JSON text, untouched, so a worker parses numbers exactly (as Decimal) and one
-bad body can never poison the other requests of its batch.
+travels as the client's JSON text, untouched, so a worker parses numbers exactly (as Decimal)
+and one bad body can never poison the other requests of its batch.
 """
 
 from __future__ import annotations

@@ -74,6 +74,8 @@ class Consumer:
         self._backoff = 0.1
         self.batches = 0
         self.channel: AbstractChannel | None = None
+        #: Set once the consumer is attached to the queue.
+        self.consuming = asyncio.Event()
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from `run`."""
@@ -87,12 +89,14 @@ class Consumer:
             _, queue = await declare(channel, self._settings)
             tag = await queue.consume(self._receive)
             log.info("worker %d consuming %s", os.getpid(), queue.name)
+            self.consuming.set()
             try:
                 while not self._stopping.is_set():
                     messages = await self._gather()
                     if messages:
                         await self._handle(messages)
             finally:
+                self.consuming.clear()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(queue.cancel(tag), 5)
         finally:

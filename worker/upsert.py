@@ -68,9 +68,9 @@ class _TaskState:
 
 
 def _same(a: Value, b: Value) -> bool:
-    # Decimal("10") == Decimal("10.0"), but they are stored and rendered differently.
-    if isinstance(a, Decimal) or isinstance(b, Decimal):
-        return type(a) is type(b) and str(a) == str(b)
+    # Decimal("10") == Decimal("10.0"), but they render differently; compare what Flowdash shows.
+    if isinstance(a, Decimal) and isinstance(b, Decimal):
+        return format(a, "f") == format(b, "f")
     return type(a) is type(b) and a == b
 
 

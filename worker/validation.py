@@ -3,8 +3,8 @@
 Each field becomes an optional model field (aliased by its display name) whose validator turns the
 JSON value into the exact typed value Postgres stores, or raises with SPEC §4's message. Unknown
 keys are refused by `extra="forbid"`. Pydantic collects every error at once, which gives the
-Rails-style 422 body. Whether required fields are present depends on whether the task exists, so that check is
-made by the upsert, not here.
+Rails-style 422 body. Whether required fields are present depends on whether the task exists,
+so that check is made by the upsert, not here.
 """
 
 from __future__ import annotations
