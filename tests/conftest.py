@@ -217,8 +217,10 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    handle = log.open("wb")
-    return subprocess.Popen([sys.executable, *argv], env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+    with log.open("wb") as handle:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, *argv], env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT
+        )
 
 
 async def wait_until(predicate: Any, timeout: float = 15.0, interval: float = 0.1) -> Any:
