@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from ingest import migrations, store
 from ingest.errors import ConfigError, DefinitionError, IngestError
 from ingest.logs import configure_logging, run_async
-from ingest.settings import Settings
+from ingest.settings import Settings, settings_table
 from ingest.workflows import WorkflowDefinition
 
 
@@ -83,11 +83,15 @@ def _parser() -> argparse.ArgumentParser:
     create = workflow.add_parser("create", help="create a workflow from a JSON or YAML file")
     create.add_argument("file", help="definition file, or - for standard input")
     workflow.add_parser("list", help="list workflows")
+    commands.add_parser("settings", help="print the table of settings (INGEST_* variables)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command == "settings":
+        print(settings_table())
+        return
     try:
         settings = _settings()
         _dispatch(args, settings)

@@ -11,62 +11,130 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="INGEST_", frozen=True, extra="ignore")
 
-    #: Postgres DSN (asyncpg form).
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/ingest"
-    #: RabbitMQ URL.
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    #: Address the HTTP edge binds to.
-    host: str = "127.0.0.1"
-    #: Port the HTTP edge binds to.
-    port: int = Field(default=8080, ge=0, le=65535)
-    #: Base of every URL the service hands out (Task URL, status URL, import URL).
-    public_url: str = ""
-    #: Bearer token for the admin API; empty keeps the admin API closed.
-    admin_token: str = ""
-    #: Seconds a task request waits for its worker before answering 202.
-    sync_timeout: float = Field(default=5.0, ge=0, le=60)
-    #: Edge processes started by `ingest run` (they share the port with SO_REUSEPORT).
-    edges: int = Field(default=1, ge=1, le=64)
-    #: Worker processes started by `ingest run`.
-    workers: int = Field(default=2, ge=0, le=64)
-    #: Name of the durable quorum queue (and exchange) that carries task requests.
-    queue: str = Field(default="ingest.tasks", min_length=1, max_length=200)
-    #: Messages the task queue holds before publishes are rejected (503).
-    queue_max_length: int = Field(default=200_000, ge=1)
-    #: Deliveries of one message before it is dead-lettered.
-    delivery_limit: int = Field(default=10, ge=1, le=1000)
-    #: Seconds the edge waits for a publisher confirm before answering 503.
-    publish_timeout: float = Field(default=5.0, gt=0, le=60)
-    #: Task requests the edge carries in one broker message at most.
-    publish_batch_max: int = Field(default=256, ge=1, le=10_000)
-    #: Bytes of task bodies the edge carries in one broker message at most.
-    publish_batch_bytes: int = Field(default=1_048_576, ge=1024)
-    #: Broker messages the edge has in flight (awaiting confirms) at once.
-    publish_concurrency: int = Field(default=8, ge=1, le=256)
-    #: Task requests waiting to be published before the edge answers 503.
-    publish_backlog: int = Field(default=10_000, ge=1)
-    #: Largest request body the edge reads, in bytes.
-    max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    #: Unacknowledged messages a worker holds (AMQP prefetch).
-    worker_prefetch: int = Field(default=64, ge=1, le=65_535)
-    #: Task requests a worker applies in one transaction at most.
-    worker_batch_max: int = Field(default=500, ge=1, le=10_000)
-    #: Seconds a worker waits to fill a batch once it has one message.
-    worker_batch_linger: float = Field(default=0.002, ge=0, le=1)
-    #: Seconds any single database statement may take.
-    database_timeout: float = Field(default=10.0, gt=0, le=300)
-    #: Connections in each process's database pool.
-    database_pool_size: int = Field(default=10, ge=1, le=200)
-    #: AMQP heartbeat in seconds (short values notice dead connections sooner).
-    amqp_heartbeat: int = Field(default=30, ge=0, le=600)
-    #: Seconds a workflow read by token stays cached at the edge.
-    workflow_cache_ttl: float = Field(default=2.0, ge=0, le=3600)
-    #: Seconds SIGTERM gives in-flight work to finish.
-    shutdown_timeout: float = Field(default=15.0, gt=0, le=600)
-    #: Secret that signs request ids in status URLs; empty means one kept in the database.
-    secret_key: str = ""
-    #: Log level (DEBUG, INFO, WARNING, ERROR).
-    log_level: str = "INFO"
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/ingest", description="Postgres DSN (asyncpg form)."
+    )
+    amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ URL.")
+    host: str = Field("127.0.0.1", description="Address the HTTP edge binds to.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port the HTTP edge binds to.")
+    public_url: str = Field(
+        "",
+        description="Base of every URL the service hands out (Task URL, status URL, import URL).",
+    )
+    admin_token: str = Field(
+        "", description="Bearer token for the admin API; empty keeps the admin API closed."
+    )
+    sync_timeout: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="Seconds a task request waits for its worker before answering 202.",
+    )
+    edges: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Edge processes started by `ingest run` (sharing the port by SO_REUSEPORT).",
+    )
+    workers: int = Field(
+        default=2, ge=0, le=64, description="Worker processes started by `ingest run`."
+    )
+    queue: str = Field(
+        default="ingest.tasks",
+        min_length=1,
+        max_length=200,
+        description="Name of the durable quorum queue (and exchange) that carries task requests.",
+    )
+    queue_max_length: int = Field(
+        default=200_000,
+        ge=1,
+        description="Messages the task queue holds before publishes are rejected (503).",
+    )
+    delivery_limit: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Deliveries of one message before it is dead-lettered.",
+    )
+    publish_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Seconds the edge waits for a publisher confirm before answering 503.",
+    )
+    publish_batch_max: int = Field(
+        default=256,
+        ge=1,
+        le=10_000,
+        description="Task requests the edge carries in one broker message at most.",
+    )
+    publish_batch_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Bytes of task bodies the edge carries in one broker message at most.",
+    )
+    publish_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Broker messages the edge has in flight (awaiting confirms) at once.",
+    )
+    publish_backlog: int = Field(
+        default=10_000,
+        ge=1,
+        description="Task requests waiting to be published before the edge answers 503.",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest request body the edge reads, in bytes."
+    )
+    worker_prefetch: int = Field(
+        default=64,
+        ge=1,
+        le=65_535,
+        description="Unacknowledged messages a worker holds (AMQP prefetch).",
+    )
+    worker_batch_max: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Task requests a worker applies in one transaction at most.",
+    )
+    worker_batch_linger: float = Field(
+        default=0.002,
+        ge=0,
+        le=1,
+        description="Seconds a worker waits to fill a batch once it has one message.",
+    )
+    database_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds any single database statement may take."
+    )
+    database_pool_size: int = Field(
+        default=10, ge=1, le=200, description="Connections in each process's database pool."
+    )
+    amqp_heartbeat: int = Field(
+        default=30,
+        ge=0,
+        le=600,
+        description="AMQP heartbeat in seconds (short values notice dead connections sooner).",
+    )
+    workflow_cache_ttl: float = Field(
+        default=2.0,
+        ge=0,
+        le=3600,
+        description="Seconds a workflow read by token stays cached at the edge.",
+    )
+    shutdown_timeout: float = Field(
+        default=15.0, gt=0, le=600, description="Seconds SIGTERM gives in-flight work to finish."
+    )
+    secret_key: str = Field(
+        "",
+        description="Secret signing request ids in status URLs; empty: one kept in the database.",
+    )
+    health_file: str = Field(
+        "",
+        description="File a worker touches every second while its consumer is attached.",
+    )
+    log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
 
     @field_validator("database_url")
     @classmethod
@@ -107,3 +175,13 @@ class Settings(BaseSettings):
     @property
     def dead_letter_queue(self) -> str:
         return f"{self.queue}.dead"
+
+
+def settings_table() -> str:
+    """The README's settings table, generated from the class so the two cannot drift."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, spec in Settings.model_fields.items():
+        default = spec.default
+        shown = f"`{default}`" if default not in ("", None) else "(empty)"
+        rows.append(f"| `INGEST_{name.upper()}` | {shown} | {spec.description} |")
+    return "\n".join(rows)

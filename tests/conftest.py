@@ -223,12 +223,12 @@ def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
         )
 
 
-async def wait_until(predicate: Any, timeout: float = 15.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate: Any, within: float = 15.0, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + within
     while True:
         value = await predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)

@@ -8,8 +8,17 @@ import sys
 
 from tests.conftest import ROOT
 
-CONTRACTS = ["ingest.settings", "ingest.workflows", "ingest.messages", "ingest.results", "ingest.store",
-             "ingest.tasks", "ingest.errors", "ingest.broker", "ingest.migrations"]
+CONTRACTS = [
+    "ingest.settings",
+    "ingest.workflows",
+    "ingest.messages",
+    "ingest.results",
+    "ingest.store",
+    "ingest.tasks",
+    "ingest.errors",
+    "ingest.broker",
+    "ingest.migrations",
+]
 
 
 def test_ingest_never_imports_worker():
@@ -26,11 +35,15 @@ def test_ingest_never_imports_worker():
 
 def test_a_worker_process_never_loads_the_web_stack():
     code = "import sys, worker.main, worker.consumer; print('aiohttp' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert done.stdout.strip() == "False"
 
 
 def test_shared_contracts_import_no_aiohttp():
     code = f"import sys; import {', '.join(CONTRACTS)}; print('aiohttp' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert done.stdout.strip() == "False"

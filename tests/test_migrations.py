@@ -21,14 +21,17 @@ async def test_migrate_creates_a_missing_database(settings):
         assert [m.version for m in applied] == [m.version for m in migrations.available()]
     finally:
         conn = await asyncpg.connect(settings.database_url)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{fresh.database_url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        await conn.execute(
+            f'DROP DATABASE IF EXISTS "{fresh.database_url.rsplit("/", 1)[1]}" WITH (FORCE)'
+        )
         await conn.close()
 
 
 async def test_task_values_have_exact_types(pool):
     columns = dict(
         await pool.fetch(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'task_values'"
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_name = 'task_values'"
         )
     )
     assert columns["number_value"] == "numeric"
@@ -44,7 +47,8 @@ async def test_unique_key_is_not_null_and_unique_per_workflow(pool):
     )
     assert nullable == "NO"
     definition = await pool.fetchval(
-        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'tasks_workflow_unique_key'"
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conname = 'tasks_workflow_unique_key'"
     )
     assert definition == "UNIQUE (workflow_id, unique_key)"
 

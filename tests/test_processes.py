@@ -37,6 +37,11 @@ def _stop(process: subprocess.Popen[bytes], timeout: float = 20) -> int:
         raise
 
 
+def _cmdline(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        return handle.read()
+
+
 def _children_of(pid: int) -> list[int]:
     done = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
     return [int(p) for p in done.stdout.split()]
@@ -51,7 +56,9 @@ async def _send_all(urls: list[str], token: str, bodies: list[dict], concurrency
     async def client(session: aiohttp.ClientSession, url: str) -> None:
         while not queue.empty():
             index = queue.get_nowait()
-            async with session.post(f"{url}/api/v1/workflows/{token}/tasks", json=bodies[index]) as r:
+            async with session.post(
+                f"{url}/api/v1/workflows/{token}/tasks", json=bodies[index]
+            ) as r:
                 outcomes[index] = (r.status, await r.json())
 
     async with aiohttp.ClientSession() as session:
@@ -59,21 +66,27 @@ async def _send_all(urls: list[str], token: str, bodies: list[dict], concurrency
     return outcomes
 
 
-async def test_two_edges_and_two_workers_lose_and_double_nothing(settings, make_workflow, pool, tmp_path: Path):
+async def test_two_edges_and_two_workers_lose_and_double_nothing(
+    settings, make_workflow, pool, tmp_path: Path
+):
     _, token = await make_workflow()
     ports = [free_port(), free_port()]
     env = service_env(settings)
     edges = [
-        spawn(["-m", "ingest", "serve"], {**env, "INGEST_PORT": str(port)}, tmp_path / f"edge{n}.log")
+        spawn(
+            ["-m", "ingest", "serve"], {**env, "INGEST_PORT": str(port)}, tmp_path / f"edge{n}.log"
+        )
         for n, port in enumerate(ports)
     ]
     workers = [spawn(["-m", "worker"], env, tmp_path / f"worker{n}.log") for n in range(2)]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:
         for url in urls:
-            await wait_until(lambda url=url: _ready(url), timeout=30)
+            await wait_until(lambda url=url: _ready(url), within=30)
         # 800 distinct tasks, plus 200 updates of tasks among them.
-        bodies = [{**SEED_REQUEST, "Company ID": f"c{n}", "Number of Employees": n} for n in range(800)]
+        bodies = [
+            {**SEED_REQUEST, "Company ID": f"c{n}", "Number of Employees": n} for n in range(800)
+        ]
         bodies += [{"Company ID": f"c{n}", "Contract Value": n} for n in range(0, 800, 4)]
         outcomes = await _send_all(urls, token, bodies)
         statuses = Counter(status for status, _ in outcomes)
@@ -82,11 +95,18 @@ async def test_two_edges_and_two_workers_lose_and_double_nothing(settings, make_
         async def drained():
             return await pool.fetchval("SELECT count(*) FROM request_results") == len(bodies)
 
-        await wait_until(drained, timeout=60)
+        await wait_until(drained, within=60)
         assert await pool.fetchval("SELECT count(*) FROM tasks") == 800
         assert await pool.fetchval("SELECT count(DISTINCT request_id) FROM request_results") == 1000
-        by_outcome = dict(await pool.fetch("SELECT outcome, count(*) FROM request_results GROUP BY 1"))
-        assert by_outcome.get("created", 0) + by_outcome.get("updated", 0) + by_outcome.get("unchanged", 0) == 1000
+        by_outcome = dict(
+            await pool.fetch("SELECT outcome, count(*) FROM request_results GROUP BY 1")
+        )
+        assert (
+            by_outcome.get("created", 0)
+            + by_outcome.get("updated", 0)
+            + by_outcome.get("unchanged", 0)
+            == 1000
+        )
         # A request answered synchronously was answered with what was committed.
         contract_values = dict(
             await pool.fetch(
@@ -104,14 +124,16 @@ async def test_two_edges_and_two_workers_lose_and_double_nothing(settings, make_
     assert codes == [0, 0, 0, 0]
 
 
-async def test_sigterm_finishes_in_flight_work_and_exits_zero(settings, make_workflow, pool, tmp_path: Path):
+async def test_sigterm_finishes_in_flight_work_and_exits_zero(
+    settings, make_workflow, pool, tmp_path: Path
+):
     _, token = await make_workflow()
     env = service_env(settings)
     edge = spawn(["-m", "ingest", "serve"], env, tmp_path / "edge.log")
     worker = spawn(["-m", "worker"], env, tmp_path / "worker.log")
     url = settings.public_url
     try:
-        await wait_until(lambda: _ready(url), timeout=30)
+        await wait_until(lambda: _ready(url), within=30)
         bodies = [{**SEED_REQUEST, "Company ID": f"s{n}"} for n in range(300)]
         sending = asyncio.create_task(_send_all([url], token, bodies, concurrency=20))
         await asyncio.sleep(0.3)
@@ -123,25 +145,29 @@ async def test_sigterm_finishes_in_flight_work_and_exits_zero(settings, make_wor
         async def drained():
             return await pool.fetchval("SELECT count(*) FROM request_results") == len(bodies)
 
-        await wait_until(drained, timeout=60)
+        await wait_until(drained, within=60)
         assert await pool.fetchval("SELECT count(*) FROM tasks") == 300
     finally:
         codes = [await asyncio.to_thread(_stop, p) for p in (edge, worker)]
     assert codes == [0, 0]
 
 
-async def test_edge_sigterm_answers_requests_already_waiting(settings, make_workflow, tmp_path: Path):
+async def test_edge_sigterm_answers_requests_already_waiting(
+    settings, make_workflow, tmp_path: Path
+):
     _, token = await make_workflow()
     env = service_env(settings)
     edge = spawn(["-m", "ingest", "serve"], env, tmp_path / "edge.log")
     url = settings.public_url
     try:
-        await wait_until(lambda: _ready(url), timeout=30)
+        await wait_until(lambda: _ready(url), within=30)
         async with aiohttp.ClientSession() as session:
-            # No worker runs: the request waits its whole budget, during which the edge is told to stop.
+            # No worker runs: the request waits its budget, and meanwhile the edge is told to stop.
             waiting = asyncio.create_task(
                 session.post(
-                    f"{url}/api/v1/workflows/{token}/tasks", json=SEED_REQUEST, headers={"Prefer": "wait=2"}
+                    f"{url}/api/v1/workflows/{token}/tasks",
+                    json=SEED_REQUEST,
+                    headers={"Prefer": "wait=2"},
                 )
             )
             await asyncio.sleep(0.5)
@@ -154,30 +180,34 @@ async def test_edge_sigterm_answers_requests_already_waiting(settings, make_work
     assert code == 0
 
 
-async def test_ingest_run_restarts_a_crashed_worker_and_stops_cleanly(settings, make_workflow, tmp_path: Path):
+async def test_ingest_run_restarts_a_crashed_worker_and_stops_cleanly(
+    settings, make_workflow, tmp_path: Path
+):
     _, token = await make_workflow()
     env = {**service_env(settings), "INGEST_WORKERS": "1"}
     group = spawn(["-m", "ingest", "run"], env, tmp_path / "run.log")
     url = settings.public_url
     try:
-        await wait_until(lambda: _ready(url), timeout=30)
+        await wait_until(lambda: _ready(url), within=30)
 
         async def two_children():
             return len(_children_of(group.pid)) == 2 or None
 
-        await wait_until(two_children, timeout=30)
+        await wait_until(two_children, within=30)
         before = set(_children_of(group.pid))
-        worker_pid = next(p for p in before if b"worker" in Path(f"/proc/{p}/cmdline").read_bytes())
+        worker_pid = next(p for p in before if b"worker" in _cmdline(p))
         os.kill(worker_pid, signal.SIGKILL)
 
         async def replaced():
             now = set(_children_of(group.pid))
             return len(now) == 2 and worker_pid not in now
 
-        await wait_until(replaced, timeout=30)
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"{url}/api/v1/workflows/{token}/tasks", json=SEED_REQUEST) as response:
-                assert response.status == 201
+        await wait_until(replaced, within=30)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{url}/api/v1/workflows/{token}/tasks", json=SEED_REQUEST) as response,
+        ):
+            assert response.status == 201
     finally:
         code = await asyncio.to_thread(_stop, group, 40)
     assert code == 0

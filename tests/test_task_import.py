@@ -22,7 +22,9 @@ async def post(client, token, body, headers=None):
     return response.status, await response.json()
 
 
-async def test_seed_request_round_trips_to_flowdash_response(client, worker, make_workflow, settings):
+async def test_seed_request_round_trips_to_flowdash_response(
+    client, worker, make_workflow, settings
+):
     workflow, token = await make_workflow()
     status, body = await post(client, token, SEED_REQUEST)
     assert status == 201
@@ -49,7 +51,9 @@ async def test_seed_invalid_date_gives_flowdash_422(client, worker, make_workflo
     assert body == {"errors": {"Expected Close Date": ["is invalid"]}}
 
 
-async def test_duplicate_unique_id_updates_only_supplied_fields(client, worker, make_workflow, pool):
+async def test_duplicate_unique_id_updates_only_supplied_fields(
+    client, worker, make_workflow, pool
+):
     _, token = await make_workflow()
     await post(client, token, SEED_REQUEST)
     status, body = await post(client, token, {"Company ID": "42", "Number of Employees": "20"})
@@ -75,12 +79,18 @@ async def test_resending_the_same_values_is_unchanged(client, worker, make_workf
     [
         ({"Color": "red"}, "Color", "is not a field of this workflow"),
         ({"Stage": "Shipped"}, "Stage", "is not included in the list"),
-        ({"Assigned To": "stranger@example.com"}, "Assigned To", "is not a member of this workflow"),
+        (
+            {"Assigned To": "stranger@example.com"},
+            "Assigned To",
+            "is not a member of this workflow",
+        ),
         ({"Number of Employees": "many"}, "Number of Employees", "is not a number"),
         ({"International?": "maybe"}, "International?", "is invalid"),
     ],
 )
-async def test_invalid_values_get_flowdash_messages(client, worker, make_workflow, change, field, message):
+async def test_invalid_values_get_flowdash_messages(
+    client, worker, make_workflow, change, field, message
+):
     _, token = await make_workflow()
     status, body = await post(client, token, {**SEED_REQUEST, **change})
     assert status == 422
@@ -88,7 +98,13 @@ async def test_invalid_values_get_flowdash_messages(client, worker, make_workflo
 
 
 async def test_bad_select_option_is_not_included_in_the_list(client, worker, make_workflow):
-    definition = {**SALES, "fields": [*SALES["fields"], {"name": "Region", "type": "singleSelect", "options": ["EMEA", "APAC"]}]}
+    definition = {
+        **SALES,
+        "fields": [
+            *SALES["fields"],
+            {"name": "Region", "type": "singleSelect", "options": ["EMEA", "APAC"]},
+        ],
+    }
     _, token = await make_workflow(definition)
     status, body = await post(client, token, {**SEED_REQUEST, "Region": "Mars"})
     assert (status, body) == (422, {"errors": {"Region": ["is not included in the list"]}})
@@ -99,7 +115,9 @@ async def test_bad_select_option_is_not_included_in_the_list(client, worker, mak
 async def test_every_error_is_reported_at_once(client, worker, make_workflow):
     _, token = await make_workflow()
     status, body = await post(
-        client, token, {"Company ID": "7", "Expected Close Date": "soon", "Stage": "Nope", "Extra": 1}
+        client,
+        token,
+        {"Company ID": "7", "Expected Close Date": "soon", "Stage": "Nope", "Extra": 1},
     )
     assert status == 422
     assert body["errors"] == {
@@ -110,7 +128,9 @@ async def test_every_error_is_reported_at_once(client, worker, make_workflow):
     }
 
 
-async def test_missing_required_field_fails_on_create_but_not_on_update(client, worker, make_workflow):
+async def test_missing_required_field_fails_on_create_but_not_on_update(
+    client, worker, make_workflow
+):
     _, token = await make_workflow()
     status, body = await post(client, token, {"Company ID": "9"})
     assert (status, body) == (422, {"errors": {"Company Name": ["can't be blank"]}})
@@ -133,7 +153,8 @@ async def test_values_are_stored_exactly_in_typed_columns(client, worker, make_w
     big = "12345678901234567890.12345678901234567890"
     response = await client.post(
         tasks_url(token),
-        data=f'{{"Company ID": "1", "Company Name": "X", "Contract Value": {big}, "International?": true,'
+        data=f'{{"Company ID": "1", "Company Name": "X", "Contract Value": {big},'
+        ' "International?": true,'
         ' "Expected Close Date": "2021-02-03"}',
         headers={"Content-Type": "application/json"},
     )
@@ -148,7 +169,11 @@ async def test_values_are_stored_exactly_in_typed_columns(client, worker, make_w
 
 
 async def test_workflow_without_unique_id_always_creates(client, worker, make_workflow, pool):
-    definition = {"name": "Inbox", "fields": [{"name": "Subject", "type": "text"}], "stages": ["New"]}
+    definition = {
+        "name": "Inbox",
+        "fields": [{"name": "Subject", "type": "text"}],
+        "stages": ["New"],
+    }
     _, token = await make_workflow(definition)
     assert (await post(client, token, {"Subject": "a"}))[0] == 201
     assert (await post(client, token, {"Subject": "a"}))[0] == 201
@@ -174,9 +199,13 @@ async def test_get_task_by_unique_id(client, worker, make_workflow):
     assert (await client.get(f"{tasks_url(token)}/43")).status == 404
 
 
-async def test_respond_async_gives_202_and_a_status_url_that_succeeds(client, worker, make_workflow):
+async def test_respond_async_gives_202_and_a_status_url_that_succeeds(
+    client, worker, make_workflow
+):
     _, token = await make_workflow()
-    response = await client.post(tasks_url(token), json=SEED_REQUEST, headers={"Prefer": "respond-async"})
+    response = await client.post(
+        tasks_url(token), json=SEED_REQUEST, headers={"Prefer": "respond-async"}
+    )
     assert response.status == 202
     assert response.headers["Preference-Applied"] == "respond-async"
     body = await response.json()
@@ -231,9 +260,13 @@ async def test_failed_validation_status_document_lists_errors(client, worker, ma
 async def test_status_url_of_unknown_or_foreign_request_is_404(client, worker, make_workflow):
     _, token = await make_workflow()
     _, other_token = await make_workflow()
-    response = await client.post(tasks_url(token), json=SEED_REQUEST, headers={"Prefer": "respond-async"})
+    response = await client.post(
+        tasks_url(token), json=SEED_REQUEST, headers={"Prefer": "respond-async"}
+    )
     request_id = (await response.json())["id"]
-    assert (await client.get(f"/api/v1/workflows/{other_token}/requests/{request_id}")).status == 404
+    assert (
+        await client.get(f"/api/v1/workflows/{other_token}/requests/{request_id}")
+    ).status == 404
     forged = request_id[:-2] + ("AA" if not request_id.endswith("AA") else "BB")
     assert (await client.get(f"/api/v1/workflows/{token}/requests/{forged}")).status == 404
     assert (await client.get(f"/api/v1/workflows/{token}/requests/nonsense")).status == 404
@@ -245,8 +278,10 @@ async def test_unknown_token_is_404_json(client, worker):
     assert (await response.json())["error"] == "not_found"
 
 
-async def test_redelivered_message_has_no_second_effect(client, worker, make_workflow, settings, pool):
-    workflow, token = await make_workflow()
+async def test_redelivered_message_has_no_second_effect(
+    client, worker, make_workflow, settings, pool
+):
+    workflow, _ = await make_workflow()
     request = TaskRequest(
         id=uuid.uuid4(),
         workflow_id=workflow.id,
@@ -281,7 +316,9 @@ async def test_redelivered_message_has_no_second_effect(client, worker, make_wor
     assert employees == 2  # the redelivered first request did not overwrite the later one
 
 
-async def test_requests_for_one_unique_id_in_one_batch_merge_in_order(make_workflow, settings, pool, worker):
+async def test_requests_for_one_unique_id_in_one_batch_merge_in_order(
+    make_workflow, settings, pool, worker
+):
     workflow, _ = await make_workflow()
     bodies = [
         '{"Company ID": "5", "Company Name": "First"}',
@@ -305,7 +342,34 @@ async def test_requests_for_one_unique_id_in_one_batch_merge_in_order(make_workf
     await wait_until(all_done)
     rows = await pool.fetch("SELECT request_id, outcome, http_status FROM request_results")
     outcome = {r["request_id"]: (r["outcome"], r["http_status"]) for r in rows}
-    assert [outcome[r.id] for r in requests] == [("created", 201), ("updated", 200), ("updated", 200)]
+    assert [outcome[r.id] for r in requests] == [
+        ("created", 201),
+        ("updated", 200),
+        ("updated", 200),
+    ]
     assert await pool.fetchval("SELECT count(*) FROM tasks") == 1
     name = await pool.fetchval("SELECT text_value FROM task_values WHERE field_id = 2")
     assert name == "Last"
+
+
+async def test_a_request_repeated_inside_one_batch_runs_once(make_workflow, settings, pool, worker):
+    workflow, _ = await make_workflow()
+    first, later = (
+        TaskRequest(uuid.uuid4(), workflow.id, workflow.version, Operation.UPSERT, body, 0.0)
+        for body in (
+            '{"Company ID": "8", "Company Name": "Once", "Number of Employees": 1}',
+            '{"Company ID": "8", "Number of Employees": 2}',
+        )
+    )
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(settings.queue)
+        message = aio_pika.Message(TaskBatch((first, later, first)).encode(), delivery_mode=2)
+        await exchange.publish(message, routing_key=settings.queue)
+
+    async def all_done():
+        return await pool.fetchval("SELECT count(*) FROM request_results") == 2
+
+    await wait_until(all_done)
+    assert await pool.fetchval("SELECT number_value FROM task_values WHERE field_id = 3") == 2

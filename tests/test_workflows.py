@@ -23,7 +23,11 @@ def problems_of(definition):
 
 def test_every_flowdash_field_type_is_accepted():
     fields = [
-        {"name": kind.value, "type": kind.value, **({"options": ["a", "b"]} if "Select" in kind.value else {})}
+        {
+            "name": kind.value,
+            "type": kind.value,
+            **({"options": ["a", "b"]} if "Select" in kind.value else {}),
+        }
         for kind in FieldType
     ]
     definition = WorkflowDefinition.parse({"name": "All", "fields": fields, "members": ["a@b.co"]})
@@ -32,7 +36,9 @@ def test_every_flowdash_field_type_is_accepted():
 
 
 def test_unknown_type_is_named():
-    assert "unknown field type 'colour'" in problems_of({"name": "x", "fields": [{"name": "a", "type": "colour"}]})
+    assert "unknown field type 'colour'" in problems_of(
+        {"name": "x", "fields": [{"name": "a", "type": "colour"}]}
+    )
 
 
 def test_duplicate_names_are_refused():
@@ -64,7 +70,12 @@ def test_members_must_be_emails():
 
 def test_several_problems_are_reported_together():
     problems = problems_of(
-        {"name": "x", "fields": [{"name": "R", "type": "multipleSelect"}], "unique_id": "Q", "stages": []}
+        {
+            "name": "x",
+            "fields": [{"name": "R", "type": "multipleSelect"}],
+            "unique_id": "Q",
+            "stages": [],
+        }
     )
     assert "needs a non-empty 'options'" in problems
     assert "names no field" in problems
@@ -73,7 +84,13 @@ def test_several_problems_are_reported_together():
 
 def test_example_payload_reflects_the_schema():
     definition = WorkflowDefinition.parse(
-        {**SALES, "fields": [*SALES["fields"], {"name": "Region", "type": "singleSelect", "options": ["EMEA"]}]}
+        {
+            **SALES,
+            "fields": [
+                *SALES["fields"],
+                {"name": "Region", "type": "singleSelect", "options": ["EMEA"]},
+            ],
+        }
     )
     payload = example_payload(definition)
     assert set(payload) == {spec.name for spec in definition.fields} | {"Stage", "Assigned To"}
@@ -93,7 +110,9 @@ async def test_admin_api_creates_lists_gets_and_shows_example(client, settings):
     response = await client.post("/api/v1/admin/workflows", json=SALES, headers=ADMIN)
     assert response.status == 201
     created = await response.json()
-    assert created["import_url"] == f"{settings.public_url}/api/v1/workflows/{created['token']}/tasks"
+    assert (
+        created["import_url"] == f"{settings.public_url}/api/v1/workflows/{created['token']}/tasks"
+    )
     assert created["token"] in created["example_curl"]
     assert created["example_payload"]["Company ID"] == "42"
     listed = await (await client.get("/api/v1/admin/workflows", headers=ADMIN)).json()
@@ -108,7 +127,9 @@ async def test_admin_api_creates_lists_gets_and_shows_example(client, settings):
 
 
 async def test_admin_api_reports_definition_problems(client):
-    response = await client.post("/api/v1/admin/workflows", json={"name": "x", "stages": []}, headers=ADMIN)
+    response = await client.post(
+        "/api/v1/admin/workflows", json={"name": "x", "stages": []}, headers=ADMIN
+    )
     assert response.status == 422
     assert "at least one stage" in " ".join((await response.json())["problems"])
 
@@ -139,7 +160,12 @@ def test_cli_creates_a_workflow_from_yaml(settings, tmp_path):
     )
     done = subprocess.run(
         [sys.executable, "-m", "ingest", "workflow", "create", str(path)],
-        env=service_env(settings), capture_output=True, text=True, cwd=ROOT, timeout=60, check=True,
+        env=service_env(settings),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=True,
     )
     created = json.loads(done.stdout)
     assert created["name"] == "Sales pipeline"
@@ -153,7 +179,11 @@ def test_cli_reports_an_invalid_definition(settings, tmp_path):
     path.write_text(json.dumps({"name": "x", "fields": [{"name": "a", "type": "colour"}]}))
     done = subprocess.run(
         [sys.executable, "-m", "ingest", "workflow", "create", str(path)],
-        env=service_env(settings), capture_output=True, text=True, cwd=ROOT, timeout=60,
+        env=service_env(settings),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert done.returncode == 2
     assert "unknown field type 'colour'" in done.stderr

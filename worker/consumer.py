@@ -17,6 +17,7 @@ import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import aio_pika
 import asyncpg
@@ -48,7 +49,6 @@ TRANSIENT_ERRORS = (
     asyncpg.AdminShutdownError,
     OSError,
     TimeoutError,
-    RetryBatch,
 )
 _RETRIES_IN_PLACE = 5
 
@@ -92,6 +92,7 @@ class Consumer:
             self.consuming.set()
             try:
                 while not self._stopping.is_set():
+                    self._beat()
                     messages = await self._gather()
                     if messages:
                         await self._handle(messages)
@@ -103,6 +104,12 @@ class Consumer:
             # Closing the channel requeues whatever was prefetched and not acked.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(channel.close()), 5)
+
+    def _beat(self) -> None:
+        """Touch the health file: its age tells a healthcheck whether this consumer is alive."""
+        if self._settings.health_file and self.channel is not None and not self.channel.is_closed:
+            with contextlib.suppress(OSError):
+                Path(self._settings.health_file).touch()
 
     async def _receive(self, message: AbstractIncomingMessage) -> None:
         self._inbox.put_nowait(message)

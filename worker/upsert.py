@@ -94,7 +94,8 @@ class BatchApplier:
         """Apply `requests` in one transaction; results come back in request order."""
         async with conn.transaction():
             done = await stored_results(conn, [r.id for r in requests])
-            fresh = [r for r in requests if r.id not in done]
+            # A request redelivered into the same batch as its first delivery runs once.
+            fresh = list({r.id: r for r in requests if r.id not in done}.values())
             by_workflow: dict[int, list[TaskRequest]] = defaultdict(list)
             for request in fresh:
                 by_workflow[request.workflow_id].append(request)

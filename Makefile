@@ -1,0 +1,35 @@
+# One command surface for people, CI and pre-commit alike.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint fmt bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+## Migrate the database, then run the edge and INGEST_WORKERS workers, supervised.
+run: install
+	$(BIN)/ingest run
+
+## The whole test suite against the local Postgres and RabbitMQ.
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check ingest worker tests
+	$(BIN)/ruff format --check ingest worker tests
+	$(BIN)/mypy ingest worker
+
+fmt: install
+	$(BIN)/ruff format ingest worker tests
+	$(BIN)/ruff check --fix ingest worker tests
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
