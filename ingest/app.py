@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractConnection
 from aiohttp import web
 
 from ingest import store
 from ingest.app_keys import EDGE, SETTINGS
-from ingest.broker import Publisher, connect, declare
-from ingest.replies import ReplyInbox, open_inbox
+from ingest.broker import BrokerLink, Publisher, close_connection_with, declare
+from ingest.replies import ReplyInbox
 from ingest.results import RequestIds
 from ingest.settings import Settings
 from ingest.views import add_routes, error_middleware
@@ -54,7 +54,7 @@ class Edge:
     """Everything a request handler needs, owned by the application's lifetime."""
 
     pool: asyncpg.Pool
-    connection: AbstractRobustConnection
+    link: BrokerLink
     publisher: Publisher
     inbox: ReplyInbox
     request_ids: RequestIds
@@ -68,8 +68,8 @@ class Edge:
                 await self.pool.fetchval("SELECT 1")
         except Exception as exc:
             found.append(f"database unreachable: {type(exc).__name__}")
-        if self.connection.is_closed:
-            found.append("broker connection closed")
+        if not self.link.connected.is_set() or not self.publisher.attached:
+            found.append("broker unreachable")
         if not self.inbox.attached:
             found.append("reply consumer not attached")
         return found
@@ -83,26 +83,39 @@ async def _request_id_key(settings: Settings, pool: asyncpg.Pool) -> bytes:
 
 async def edge_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    async with (
-        store.open_pool(settings) as pool,
-        connect(settings, f"ingest-edge-{os.getpid()}") as connection,
-    ):
+    inbox = ReplyInbox(f"{settings.queue}.replies.{uuid.uuid4().hex[:16]}")
+    publisher = Publisher(settings, inbox.queue_name)
+
+    async def setup(connection: AbstractConnection) -> None:
         publish_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         reply_channel = await connection.channel(publisher_confirms=False)
+        for channel in (publish_channel, reply_channel):
+            close_connection_with(channel, connection)
         exchange, _ = await declare(publish_channel, settings)
-        reply_queue = f"{settings.queue}.replies.{uuid.uuid4().hex[:16]}"
-        async with open_inbox(reply_channel, reply_queue) as inbox:
-            publisher = Publisher(publish_channel, exchange, settings, inbox.queue_name)
-            async with publisher:
-                app[EDGE] = Edge(
-                    pool=pool,
-                    connection=connection,
-                    publisher=publisher,
-                    inbox=inbox,
-                    request_ids=RequestIds(await _request_id_key(settings, pool)),
-                    workflows=WorkflowsByToken(pool, settings.workflow_cache_ttl),
-                )
-                yield
+        await inbox.attach(reply_channel)
+        publisher.attach(publish_channel, exchange)
+
+    def teardown() -> None:
+        publisher.detach()
+        inbox.detach()
+
+    async with (
+        store.open_pool(settings) as pool,
+        BrokerLink(settings, f"ingest-edge-{os.getpid()}", setup, teardown) as link,
+        publisher,
+    ):
+        app[EDGE] = Edge(
+            pool=pool,
+            link=link,
+            publisher=publisher,
+            inbox=inbox,
+            request_ids=RequestIds(await _request_id_key(settings, pool)),
+            workflows=WorkflowsByToken(pool, settings.workflow_cache_ttl),
+        )
+        try:
+            yield
+        finally:
+            inbox.close()
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -10,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aio_pika
 import aiormq
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractConnection,
     AbstractExchange,
     AbstractQueue,
-    AbstractRobustConnection,
     DeliveryMode,
 )
 
@@ -28,6 +28,9 @@ from ingest.messages import CONTENT_TYPE, TASKS_MESSAGE_TYPE, TaskBatch, TaskReq
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_INITIAL_BACKOFF = 0.2
+_MAX_BACKOFF = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,20 +83,93 @@ async def declare(
     return exchange, queue
 
 
-@contextlib.asynccontextmanager
-async def connect(settings: Settings, name: str) -> AsyncIterator[AbstractRobustConnection]:
-    """A robust connection owned by the caller's context."""
-    connection = await aio_pika.connect_robust(
-        settings.amqp_url,
-        heartbeat=settings.amqp_heartbeat,
-        client_properties={"connection_name": name},
-        timeout=settings.publish_timeout,
-    )
-    try:
-        yield connection
-    finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(connection.close()), settings.shutdown_timeout)
+Setup = Callable[[AbstractConnection], Awaitable[None]]
+Teardown = Callable[[], None]
+
+
+class BrokerLink:
+    """An AMQP connection that comes back after the broker or the network went away.
+
+    aio-pika's robust connection restores channels but is known to come back with no consumers; so
+    this link owns the reconnect loop and runs `setup` from scratch on every new connection (open
+    channels, declare, consume). `teardown` runs when a connection is lost, before the next one.
+    A channel closed by the broker closes the whole connection, so setup always starts clean.
+    """
+
+    def __init__(self, settings: Settings, name: str, setup: Setup, teardown: Teardown) -> None:
+        self._settings = settings
+        self._name = name
+        self._setup = setup
+        self._teardown = teardown
+        self._task: asyncio.Task[None] | None = None
+        self._connection: AbstractConnection | None = None
+        self.connected = asyncio.Event()
+        self.connects = 0
+
+    async def __aenter__(self) -> BrokerLink:
+        self._task = asyncio.create_task(self._run(), name=f"broker-link-{self._name}")
+        # Start serving even when the broker is down: requests get 503 until it is back.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), self._settings.publish_timeout)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close_current()
+
+    async def _run(self) -> None:
+        backoff = _INITIAL_BACKOFF
+        while True:
+            lost = asyncio.Event()
+            try:
+                await self._connect(lost)
+                backoff = _INITIAL_BACKOFF
+                await lost.wait()
+                log.warning("broker connection %s lost; reconnecting", self._name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "broker connection %s failed: %r; retry in %.1fs", self._name, exc, backoff
+                )
+            finally:
+                self.connected.clear()
+                self._teardown()
+            await self._close_current()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    async def _connect(self, lost: asyncio.Event) -> None:
+        connection = await aio_pika.connect(
+            self._settings.amqp_url,
+            heartbeat=self._settings.amqp_heartbeat,
+            client_properties={"connection_name": self._name},
+            timeout=self._settings.publish_timeout,
+        )
+        self._connection = connection
+        connection.close_callbacks.add(lambda *_: lost.set())
+        await asyncio.wait_for(self._setup(connection), self._settings.publish_timeout * 2)
+        self.connects += 1
+        self.connected.set()
+
+    async def _close_current(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(connection.close()), 5)
+
+
+def close_connection_with(channel: AbstractChannel, connection: AbstractConnection) -> None:
+    """When `channel` closes (a broker error, say), close its connection so the link reconnects."""
+
+    def close_connection(*_: object) -> None:
+        if not connection.is_closed:
+            asyncio.get_running_loop().create_task(connection.close())
+
+    channel.close_callbacks.add(close_connection)
 
 
 @dataclass(slots=True)
@@ -112,15 +188,9 @@ class Publisher:
     or closed channel fails exactly those requests.
     """
 
-    def __init__(
-        self,
-        channel: AbstractChannel,
-        exchange: AbstractExchange,
-        settings: Settings,
-        reply_to: str | None,
-    ) -> None:
-        self._channel = channel
-        self._exchange = exchange
+    def __init__(self, settings: Settings, reply_to: str | None) -> None:
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
         self._settings = settings
         self._routing_key = Topology.from_settings(settings).queue
         self._reply_to = reply_to
@@ -143,8 +213,21 @@ class Publisher:
             if not pending.confirmed.done():
                 pending.confirmed.set_exception(PublishFailed("the edge is shutting down"))
 
+    def attach(self, channel: AbstractChannel, exchange: AbstractExchange) -> None:
+        """Publish on this channel from now on (called on every new broker connection)."""
+        self._channel, self._exchange = channel, exchange
+
+    def detach(self) -> None:
+        self._channel = self._exchange = None
+
+    @property
+    def attached(self) -> bool:
+        return self._channel is not None and not self._channel.is_closed
+
     async def publish(self, request: TaskRequest) -> None:
         """Return once the broker confirmed the request; raise `Unavailable` otherwise."""
+        if not self.attached:
+            raise PublishFailed("the broker is unavailable", retry_after=2)
         confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
             self._backlog.put_nowait(_Pending(request, len(request.body), confirmed))
@@ -183,8 +266,9 @@ class Publisher:
         return batch
 
     async def _send(self, batch: list[_Pending]) -> None:
-        if self._channel.is_closed:
-            raise aiormq.exceptions.ChannelInvalidStateError("channel is closed")
+        exchange = self._exchange
+        if exchange is None or not self.attached:
+            raise aiormq.exceptions.ChannelInvalidStateError("not connected to the broker")
         payload = TaskBatch(tuple(p.request for p in batch), self._reply_to).encode()
         message = aio_pika.Message(
             payload,
@@ -194,7 +278,7 @@ class Publisher:
             type=TASKS_MESSAGE_TYPE,
             headers={"x-requests": len(batch)},
         )
-        await self._exchange.publish(
+        await exchange.publish(
             message,
             routing_key=self._routing_key,
             mandatory=True,

@@ -7,10 +7,8 @@ reconnect, edge restart) costs the client a 202 and a status URL, never a result
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
@@ -65,22 +63,22 @@ class ReplyInbox:
             elif not future.done():
                 future.set_result(reply)
 
+    async def attach(self, channel: AbstractChannel) -> None:
+        """Declare this edge's reply queue on `channel` and consume it (on every new connection)."""
+        queue = await channel.declare_queue(
+            self.queue_name, exclusive=True, auto_delete=True, durable=False
+        )
+        await queue.consume(self._on_message, no_ack=True)
+        self.queue = queue
+
+    def detach(self) -> None:
+        self.queue = None
+
+    def close(self) -> None:
+        """Release every waiter (their clients get 202 and a status URL)."""
+        for future in self._waiting.values():
+            future.cancel()
+
     @property
     def attached(self) -> bool:
         return self.queue is not None and not self.queue.channel.is_closed
-
-
-@contextlib.asynccontextmanager
-async def open_inbox(channel: AbstractChannel, queue_name: str) -> AsyncIterator[ReplyInbox]:
-    """An exclusive, auto-deleted reply queue for this edge process, consumed without acks."""
-    inbox = ReplyInbox(queue_name)
-    queue = await channel.declare_queue(queue_name, exclusive=True, auto_delete=True, durable=False)
-    consumer_tag = await queue.consume(inbox._on_message, no_ack=True)
-    inbox.queue = queue
-    try:
-        yield inbox
-    finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(queue.cancel(consumer_tag), 5)
-        for future in inbox._waiting.values():
-            future.cancel()

@@ -176,11 +176,8 @@ class WorkerHandle:
         self._stack = contextlib.AsyncExitStack()
 
     async def start(self) -> None:
-        from ingest.broker import connect
-
         pool = await self._stack.enter_async_context(store.open_pool(self.settings, size=2))
-        connection = await self._stack.enter_async_context(connect(self.settings, "test-worker"))
-        self._consumer = Consumer(self.settings, pool, connection)
+        self._consumer = Consumer(self.settings, pool)
         self._task = asyncio.create_task(self._consumer.run())
         await asyncio.wait_for(self._consumer.consuming.wait(), 10)
 

@@ -3,10 +3,11 @@
 Acknowledgement policy (the only place messages are acked, nacked or rejected):
 - applied and committed → replies sent → ack (`multiple=True` for the whole batch);
 - undecodable message → reject without requeue → dead-lettered (it can never succeed);
-- database or connection trouble (transient) → wait with backoff → nack with requeue;
+- database or connection trouble (transient) → keep the messages and retry with backoff in
+  place, so an outage never spends the queue's delivery limit and never becomes a 4xx;
 - anything else raised while applying → retry the batch one message at a time, so one poison
   message cannot take its neighbours down; the poison one is nacked and stops at the queue's
-  delivery limit, where it is dead-lettered.
+  delivery limit, where it is dead-lettered, recorded, and its requests marked `failed`.
 """
 
 from __future__ import annotations
@@ -21,17 +22,12 @@ from pathlib import Path
 
 import aio_pika
 import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from ingest.broker import declare
+from ingest import deadletters
+from ingest.broker import BrokerLink, Topology, close_connection_with, declare
 from ingest.errors import DecodeError
-from ingest.messages import (
-    CONTENT_TYPE,
-    REPLIES_MESSAGE_TYPE,
-    Reply,
-    TaskBatch,
-    encode_replies,
-)
+from ingest.messages import CONTENT_TYPE, REPLIES_MESSAGE_TYPE, Reply, TaskBatch, encode_replies
 from ingest.results import Result
 from ingest.settings import Settings
 from worker.upsert import BatchApplier, RetryBatch
@@ -44,13 +40,15 @@ TRANSIENT_ERRORS = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.QueryCanceledError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
     asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.ReadOnlySQLTransactionError,
     OSError,
     TimeoutError,
 )
+_RACES = (RetryBatch, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _RETRIES_IN_PLACE = 5
+_MAX_BACKOFF = 5.0
 
 
 @dataclass(slots=True)
@@ -59,22 +57,26 @@ class _Delivery:
     batch: TaskBatch
 
 
-class Consumer:
-    """Consumes task batches from the queue until `stop()` is called."""
+def _live(message: AbstractIncomingMessage) -> bool:
+    """A delivery from a channel that has since closed can no longer be acked: it is redelivered."""
+    try:
+        return not message.channel.is_closed
+    except Exception:
+        return False
 
-    def __init__(
-        self, settings: Settings, pool: asyncpg.Pool, connection: AbstractRobustConnection
-    ) -> None:
+
+class Consumer:
+    """Consumes task batches (and dead letters) until `stop()` is called."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self._settings = settings
         self._pool = pool
-        self._connection = connection
         self._applier = BatchApplier(settings.base_url)
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._stopping = asyncio.Event()
-        self._backoff = 0.1
         self.batches = 0
         self.channel: AbstractChannel | None = None
-        #: Set once the consumer is attached to the queue.
+        #: Set while the consumer is attached to the queue.
         self.consuming = asyncio.Event()
 
     def stop(self) -> None:
@@ -82,32 +84,40 @@ class Consumer:
         self._stopping.set()
 
     async def run(self) -> None:
-        channel = await self._connection.channel()
+        name = f"ingest-worker-{os.getpid()}"
+        async with BrokerLink(self._settings, name, self._attach, self._detach):
+            while not self._stopping.is_set():
+                self._beat()
+                messages = await self._gather()
+                if messages:
+                    await self._handle(messages)
+        log.info("worker %d stopped consuming", os.getpid())
+
+    async def _attach(self, connection: AbstractConnection) -> None:
+        channel = await connection.channel()
+        dead_channel = await connection.channel()
+        for each in (channel, dead_channel):
+            close_connection_with(each, connection)
+        await channel.set_qos(prefetch_count=self._settings.worker_prefetch)
+        await dead_channel.set_qos(prefetch_count=16)
+        _, queue = await declare(channel, self._settings)
+        dead_queue = await dead_channel.get_queue(Topology.from_settings(self._settings).dead_queue)
+        await queue.consume(self._receive)
+        await dead_queue.consume(self._on_dead_letter)
         self.channel = channel
-        try:
-            await channel.set_qos(prefetch_count=self._settings.worker_prefetch)
-            _, queue = await declare(channel, self._settings)
-            tag = await queue.consume(self._receive)
-            log.info("worker %d consuming %s", os.getpid(), queue.name)
-            self.consuming.set()
-            try:
-                while not self._stopping.is_set():
-                    self._beat()
-                    messages = await self._gather()
-                    if messages:
-                        await self._handle(messages)
-            finally:
-                self.consuming.clear()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(queue.cancel(tag), 5)
-        finally:
-            # Closing the channel requeues whatever was prefetched and not acked.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(channel.close()), 5)
+        self.consuming.set()
+        log.info("worker %d consuming %s", os.getpid(), queue.name)
+
+    def _detach(self) -> None:
+        self.consuming.clear()
+        self.channel = None
+        # What was prefetched on the lost channel is redelivered by the broker; drop our copies.
+        while not self._inbox.empty():
+            self._inbox.get_nowait()
 
     def _beat(self) -> None:
         """Touch the health file: its age tells a healthcheck whether this consumer is alive."""
-        if self._settings.health_file and self.channel is not None and not self.channel.is_closed:
+        if self._settings.health_file and self.consuming.is_set():
             with contextlib.suppress(OSError):
                 Path(self._settings.health_file).touch()
 
@@ -144,37 +154,46 @@ class Consumer:
         return messages
 
     async def _handle(self, messages: list[AbstractIncomingMessage]) -> None:
+        deliveries = await self._decode([m for m in messages if _live(m)])
+        if not deliveries:
+            return
+        try:
+            results = await self._apply_until_done(deliveries)
+        except Exception:
+            await self._isolate_failure(deliveries)
+            return
+        if results is None:  # stopping, or the channel went away: the broker redelivers
+            await self._nack_all(deliveries)
+            return
+        self.batches += 1
+        await self._reply(deliveries, results)
+        with contextlib.suppress(Exception):  # a lost ack means a redelivery, which is harmless
+            await deliveries[-1].message.ack(multiple=True)
+
+    async def _decode(self, messages: list[AbstractIncomingMessage]) -> list[_Delivery]:
         deliveries: list[_Delivery] = []
         for message in messages:
             try:
                 deliveries.append(_Delivery(message, TaskBatch.decode(message.body)))
             except DecodeError as exc:
                 log.error("rejecting undecodable message %s: %s", message.message_id, exc)
-                await message.reject(requeue=False)
-        if not deliveries:
-            return
-        try:
-            results = await self._apply_with_retries(deliveries)
-        except TRANSIENT_ERRORS as exc:
-            await self._requeue_later(deliveries, exc)
-            return
-        except Exception:
-            if len(deliveries) == 1:
-                log.exception(
-                    "task batch %s failed; it will be redelivered", messages[0].message_id
-                )
-                await deliveries[0].message.nack(requeue=True)
-                return
-            log.exception(
-                "a batch of %d messages failed; retrying them one by one", len(deliveries)
-            )
-            for delivery in deliveries:
-                await self._handle([delivery.message])
-            return
-        self._backoff = 0.1
-        self.batches += 1
-        await self._reply(deliveries, results)
-        await deliveries[-1].message.ack(multiple=True)
+                with contextlib.suppress(Exception):
+                    await message.reject(requeue=False)
+        return deliveries
+
+    async def _apply_until_done(self, deliveries: list[_Delivery]) -> list[Result] | None:
+        """Results of the batch; transient failures are retried in place with backoff."""
+        backoff = 0.1
+        while True:
+            try:
+                return await self._apply_with_retries(deliveries)
+            except TRANSIENT_ERRORS as exc:
+                if self._stopping.is_set() or not _live(deliveries[0].message):
+                    return None
+                log.warning("transient failure (%r); retrying in %.1fs", exc, backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
 
     async def _apply_with_retries(self, deliveries: list[_Delivery]) -> list[Result]:
         requests = [request for d in deliveries for request in d.batch.requests]
@@ -182,21 +201,24 @@ class Consumer:
             try:
                 async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
                     return await self._applier.apply(conn, requests)
-            except (RetryBatch, asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+            except _RACES:
                 if attempt == _RETRIES_IN_PLACE - 1:
                     raise
                 await asyncio.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    async def _requeue_later(self, deliveries: list[_Delivery], exc: BaseException) -> None:
-        log.warning(
-            "transient failure (%r); requeueing %d messages in %.1fs",
-            exc,
-            len(deliveries),
-            self._backoff,
-        )
-        await asyncio.sleep(self._backoff)
-        self._backoff = min(self._backoff * 2, 5.0)
+    async def _isolate_failure(self, deliveries: list[_Delivery]) -> None:
+        if len(deliveries) == 1:
+            message = deliveries[0].message
+            log.exception("task message %s failed; it goes back to the queue", message.message_id)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+            return
+        log.exception("a batch of %d messages failed; retrying them one by one", len(deliveries))
+        for delivery in deliveries:
+            await self._handle([delivery.message])
+
+    async def _nack_all(self, deliveries: list[_Delivery]) -> None:
         for delivery in deliveries:
             with contextlib.suppress(Exception):
                 await delivery.message.nack(requeue=True)
@@ -213,15 +235,38 @@ class Consumer:
                     for r in results[position : position + count]
                 )
             position += count
-        assert self.channel is not None
+        channel = self.channel
+        if channel is None:
+            return
         for reply_to, replies in by_edge.items():
             message = aio_pika.Message(
                 encode_replies(replies), content_type=CONTENT_TYPE, type=REPLIES_MESSAGE_TYPE
             )
             try:
-                await self.channel.default_exchange.publish(message, reply_to, mandatory=False)
+                await channel.default_exchange.publish(message, reply_to, mandatory=False)
             except Exception as exc:
                 log.info("could not reply to %s: %r", reply_to, exc)
+
+    async def _on_dead_letter(self, message: AbstractIncomingMessage) -> None:
+        """Record a dead-lettered message and mark its requests failed; ack after commit."""
+        reason = deadletters.death_reason(message.headers)
+        try:
+            async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
+                letter = await deadletters.record(conn, message.message_id, message.body, reason)
+        except Exception as exc:
+            log.warning("could not record dead letter %s (%r); retrying", message.message_id, exc)
+            await asyncio.sleep(1)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+            return
+        log.error(
+            "message %s was dead-lettered (%s); kept as dead letter %d",
+            message.message_id,
+            reason,
+            letter,
+        )
+        with contextlib.suppress(Exception):
+            await message.ack()
 
 
 def _request_count(message: AbstractIncomingMessage) -> int:

@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 
-from ingest.broker import connect
 from ingest.settings import Settings
 from ingest.store import open_pool
 from worker.consumer import Consumer
@@ -17,11 +16,8 @@ log = logging.getLogger(__name__)
 
 async def work(settings: Settings) -> None:
     """Consume until SIGTERM or SIGINT, then finish the batch in hand and return."""
-    async with (
-        open_pool(settings) as pool,
-        connect(settings, f"ingest-worker-{os.getpid()}") as connection,
-    ):
-        consumer = Consumer(settings, pool, connection)
+    async with open_pool(settings) as pool:
+        consumer = Consumer(settings, pool)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, consumer.stop)
