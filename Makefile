@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint fmt bench clean
+.PHONY: install run test lint fmt bench clean readme
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ lint: install
 fmt: install
 	$(BIN)/ruff format ingest worker tests
 	$(BIN)/ruff check --fix ingest worker tests
+
+## Regenerate the README's settings table from the Settings class.
+readme: install
+	$(BIN)/python -c "import re, pathlib; from ingest.settings import settings_table as t; \
+	p = pathlib.Path('README.md'); s = p.read_text(); \
+	p.write_text(re.sub(r'\| variable \| default \|.*?(?=\n\n)', lambda m: t(), s, flags=re.S))"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

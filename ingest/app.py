@@ -16,7 +16,8 @@ from aiohttp import web
 
 from ingest import store
 from ingest.app_keys import EDGE, SETTINGS
-from ingest.broker import BrokerLink, Publisher, close_connection_with, declare
+from ingest.broker import BrokerLink, Publisher, close_connection_with, ensure_topology
+from ingest.ratelimit import RateLimiter
 from ingest.replies import ReplyInbox
 from ingest.results import RequestIds
 from ingest.settings import Settings
@@ -59,6 +60,7 @@ class Edge:
     inbox: ReplyInbox
     request_ids: RequestIds
     workflows: WorkflowsByToken
+    rate_limiter: RateLimiter
 
     async def problems(self) -> list[str]:
         """What keeps this edge from serving; empty when ready."""
@@ -91,7 +93,8 @@ async def edge_context(app: web.Application) -> AsyncIterator[None]:
         reply_channel = await connection.channel(publisher_confirms=False)
         for channel in (publish_channel, reply_channel):
             close_connection_with(channel, connection)
-        exchange, _ = await declare(publish_channel, settings)
+        await ensure_topology(connection, settings)
+        exchange = await publish_channel.get_exchange(settings.queue, ensure=True)
         await inbox.attach(reply_channel)
         publisher.attach(publish_channel, exchange)
 
@@ -111,6 +114,7 @@ async def edge_context(app: web.Application) -> AsyncIterator[None]:
             inbox=inbox,
             request_ids=RequestIds(await _request_id_key(settings, pool)),
             workflows=WorkflowsByToken(pool, settings.workflow_cache_ttl),
+            rate_limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
         )
         try:
             yield

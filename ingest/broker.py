@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 import aiormq
@@ -19,7 +20,6 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
     AbstractExchange,
-    AbstractQueue,
     DeliveryMode,
 )
 
@@ -52,35 +52,53 @@ class Topology:
         )
 
 
-async def declare(
-    channel: AbstractChannel, settings: Settings
-) -> tuple[AbstractExchange, AbstractQueue]:
-    """Declare the task exchange and queue (and the dead-letter pair); idempotent."""
+def task_queue_arguments(settings: Settings) -> dict[str, Any]:
     names = Topology.from_settings(settings)
-    dead_exchange = await channel.declare_exchange(
-        names.dead_exchange, aio_pika.ExchangeType.FANOUT, durable=True
-    )
-    dead_queue = await channel.declare_queue(
-        names.dead_queue, durable=True, arguments={"x-queue-type": "quorum"}
-    )
-    await dead_queue.bind(dead_exchange)
-    exchange = await channel.declare_exchange(
-        names.exchange, aio_pika.ExchangeType.DIRECT, durable=True
-    )
-    queue = await channel.declare_queue(
-        names.queue,
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": settings.delivery_limit,
-            "x-dead-letter-exchange": names.dead_exchange,
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-            "x-max-length": settings.queue_max_length,
-        },
-    )
-    await queue.bind(exchange, routing_key=names.queue)
-    return exchange, queue
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": settings.delivery_limit,
+        "x-dead-letter-exchange": names.dead_exchange,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+        "x-max-length": settings.queue_max_length,
+    }
+
+
+async def ensure_topology(connection: AbstractConnection, settings: Settings) -> None:
+    """Declare the task exchange and queue and the dead-letter pair; idempotent.
+
+    Queue arguments cannot change once a queue exists. When the existing queue was declared with
+    other ones (a changed INGEST_DELIVERY_LIMIT, say) it is used as it is, with a warning: better
+    a running service than one that refuses to start; a policy or a new queue name changes them.
+    """
+    names = Topology.from_settings(settings)
+    channel = await connection.channel(publisher_confirms=False)
+    try:
+        dead_exchange = await channel.declare_exchange(
+            names.dead_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        dead_queue = await channel.declare_queue(
+            names.dead_queue, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dead_queue.bind(dead_exchange)
+        exchange = await channel.declare_exchange(
+            names.exchange, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        try:
+            queue = await channel.declare_queue(
+                names.queue, durable=True, arguments=task_queue_arguments(settings)
+            )
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            log.warning(
+                "queue %s exists with other arguments; using it as it is: %s", names.queue, exc
+            )
+            channel = await connection.channel(publisher_confirms=False)
+            queue = await channel.get_queue(names.queue, ensure=True)
+            exchange = await channel.get_exchange(names.exchange, ensure=True)
+        await queue.bind(exchange, routing_key=names.queue)
+    finally:
+        if not channel.is_closed:
+            await channel.close()
 
 
 Setup = Callable[[AbstractConnection], Awaitable[None]]

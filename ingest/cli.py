@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import asyncpg
 import orjson
 import yaml
 from pydantic import ValidationError
 
-from ingest import migrations, store
+from ingest import deadletters, migrations, store
+from ingest.broker import Topology, ensure_topology
 from ingest.errors import ConfigError, DefinitionError, IngestError
 from ingest.logs import configure_logging, run_async
 from ingest.settings import Settings, settings_table
@@ -66,6 +68,23 @@ async def list_workflows(settings: Settings) -> list[dict[str, Any]]:
         return [w.summary(settings.base_url) for w in await store.list_workflows(pool)]
 
 
+async def list_dead_letters(settings: Settings) -> list[dict[str, Any]]:
+    async with store.open_pool(settings, size=1) as pool:
+        return [letter.summary() for letter in await deadletters.list_letters(pool)]
+
+
+async def replay_dead_letters(settings: Settings, ids: list[int] | None) -> int:
+    async with store.open_pool(settings, size=1) as pool:
+        connection = await aio_pika.connect(settings.amqp_url, timeout=settings.publish_timeout)
+        async with connection:
+            await ensure_topology(connection, settings)
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            names = Topology.from_settings(settings)
+            exchange = await channel.get_exchange(names.exchange, ensure=True)
+            routing_key = names.queue
+            return await deadletters.replay(pool, exchange, routing_key, ids)
+
+
 def _print_json(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
@@ -83,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     create = workflow.add_parser("create", help="create a workflow from a JSON or YAML file")
     create.add_argument("file", help="definition file, or - for standard input")
     workflow.add_parser("list", help="list workflows")
+    dlq = commands.add_parser("dlq", help="dead letters").add_subparsers(
+        dest="action", required=True
+    )
+    dlq.add_parser("list", help="list dead-lettered task messages")
+    replay = dlq.add_parser("replay", help="publish dead letters again (all, or the ids given)")
+    replay.add_argument("ids", nargs="*", type=int, help="dead letter ids (default: all)")
     commands.add_parser("settings", help="print the table of settings (INGEST_* variables)")
     return parser
 
@@ -123,6 +148,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         configure_logging(settings)
         asyncio.run(migrate(settings))
         run_async(supervise(settings))
+    elif args.command == "dlq" and args.action == "list":
+        _print_json(asyncio.run(list_dead_letters(settings)))
+    elif args.command == "dlq":
+        replayed = asyncio.run(replay_dead_letters(settings, args.ids or None))
+        print(f"replayed {replayed} dead letter(s)")
     elif args.action == "create":
         _print_json(asyncio.run(create_workflow(settings, args.file)))
     else:

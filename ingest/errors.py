@@ -6,7 +6,10 @@
     ├── RequestError           a client request is unacceptable at the edge
     │   ├── MalformedBody      not JSON, not an object, bad encoding, too deep
     │   ├── BodyTooLarge       over the body limit
-    │   └── UnsupportedMediaType
+    │   ├── UnsupportedMediaType
+    │   ├── InvalidHeader      a header the request depends on is malformed
+    │   ├── RateLimited        over the workflow's request rate
+    │   └── BodyTimeout        the body did not arrive within the read deadline
     ├── NotFound               unknown token, workflow, task or request id
     ├── Unavailable            a backend cannot take the request now (retry later)
     │   ├── PublishFailed      broker nack, return, timeout or closed channel
@@ -54,6 +57,22 @@ class BodyTooLarge(RequestError):
 
 class UnsupportedMediaType(RequestError):
     """Raised when a body is sent with a content type other than JSON."""
+
+
+class InvalidHeader(RequestError):
+    """Raised when a header ingest acts on (Idempotency-Key, say) is malformed."""
+
+
+class RateLimited(RequestError):
+    """Raised when a workflow sends faster than its rate limit; `retry_after` is in seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"rate limit exceeded; retry in {retry_after}s")
+        self.retry_after = retry_after
+
+
+class BodyTimeout(RequestError):
+    """Raised when a request body does not arrive within the read deadline."""
 
 
 class NotFound(IngestError):

@@ -8,6 +8,7 @@ and one bad body can never poison the other requests of its batch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -42,6 +43,11 @@ class TaskRequest:
     operation: Operation
     body: str
     received_at: float
+
+    @property
+    def fingerprint(self) -> bytes:
+        """What an Idempotency-Key retry must repeat exactly: the operation and the body."""
+        return hashlib.sha256(f"{self.operation.value}\n{self.body}".encode()).digest()
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -127,6 +133,14 @@ def decode_replies(data: bytes) -> list[Reply]:
         ]
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise DecodeError(f"undecodable replies: {exc!r}") from exc
+
+
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0a6f4e-3c1d-4f7a-9f7e-1d2c3b4a5f60")
+
+
+def idempotent_request_id(workflow_id: int, key: str) -> uuid.UUID:
+    """The request id an Idempotency-Key stands for: every retry with the key gets the same id."""
+    return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{workflow_id}/{key}")
 
 
 def _reject_constant(name: str) -> Any:

@@ -23,31 +23,38 @@ class ReplyInbox:
 
     def __init__(self, queue_name: str) -> None:
         self.queue_name = queue_name
-        self._waiting: dict[uuid.UUID, asyncio.Future[Reply]] = {}
+        # Several waiters can share an id: retries that carry one Idempotency-Key.
+        self._waiting: dict[uuid.UUID, list[asyncio.Future[Reply]]] = {}
         self.queue: AbstractQueue | None = None
 
     def expect(self, request_id: uuid.UUID) -> asyncio.Future[Reply]:
         """Register interest before publishing, so a fast reply cannot be missed."""
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = future
+        self._waiting.setdefault(request_id, []).append(future)
         return future
 
-    def forget(self, request_id: uuid.UUID) -> None:
-        future = self._waiting.pop(request_id, None)
-        if future is not None and not future.done():
-            future.cancel()
+    def forget(self, request_id: uuid.UUID, future: asyncio.Future[Reply]) -> None:
+        waiters = self._waiting.get(request_id, [])
+        if future in waiters:
+            waiters.remove(future)
+        if not waiters:
+            self._waiting.pop(request_id, None)
+        future.cancel()
 
-    async def wait(self, request_id: uuid.UUID, budget: float) -> Reply | None:
+    async def wait(
+        self, request_id: uuid.UUID, future: asyncio.Future[Reply], budget: float
+    ) -> Reply | None:
         """The reply, or None when it did not come within `budget` seconds."""
-        future = self._waiting.get(request_id)
-        if future is None:
-            return None
         try:
             return await asyncio.wait_for(asyncio.shield(future), budget) if budget > 0 else None
         except TimeoutError:
             return None
+        except asyncio.CancelledError:
+            if future.cancelled():  # the inbox closed (shutdown): the client gets a status URL
+                return None
+            raise
         finally:
-            self.forget(request_id)
+            self.forget(request_id, future)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -56,12 +63,13 @@ class ReplyInbox:
             log.warning("dropped an undecodable reply: %s", exc)
             return
         for reply in replies:
-            future = self._waiting.get(reply.request_id)
-            if future is None:
+            waiters = self._waiting.get(reply.request_id)
+            if not waiters:
                 # The client already got its 202; the result is in Postgres.
                 log.debug("reply for %s came after its waiter left", reply.request_id)
-            elif not future.done():
-                future.set_result(reply)
+            for future in waiters or ():
+                if not future.done():
+                    future.set_result(reply)
 
     async def attach(self, channel: AbstractChannel) -> None:
         """Declare this edge's reply queue on `channel` and consume it (on every new connection)."""
@@ -76,8 +84,9 @@ class ReplyInbox:
 
     def close(self) -> None:
         """Release every waiter (their clients get 202 and a status URL)."""
-        for future in self._waiting.values():
-            future.cancel()
+        for waiters in self._waiting.values():
+            for future in waiters:
+                future.cancel()
 
     @property
     def attached(self) -> bool:

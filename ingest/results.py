@@ -45,6 +45,7 @@ class Result:
     task_id: int | None = None
     received_at: float = 0.0
     completed_at: datetime | None = None
+    fingerprint: bytes | None = None
 
     @property
     def status(self) -> RequestStatus:
@@ -93,7 +94,7 @@ def status_document(public_id: str, result: Result | None) -> dict[str, Any]:
     if result.http_status < 300:
         document["task"] = body
     else:
-        document.update(body if "errors" in body else {"errors": body})
+        document.update(body)  # {"errors": {...}} for 422; {"error", "message"} otherwise
     if result.completed_at is not None:
         document["completed_at"] = result.completed_at.isoformat()
     return document
@@ -103,8 +104,8 @@ async def fetch_result(
     conn: Pool | Connection, request_id: uuid.UUID, workflow_id: int
 ) -> Result | None:
     row = await conn.fetchrow(
-        "SELECT request_id, workflow_id, http_status, outcome, body, task_id, completed_at"
-        " FROM request_results WHERE request_id = $1 AND workflow_id = $2",
+        "SELECT request_id, workflow_id, http_status, outcome, body, task_id, completed_at,"
+        " fingerprint FROM request_results WHERE request_id = $1 AND workflow_id = $2",
         request_id,
         workflow_id,
     )
@@ -118,13 +119,14 @@ async def fetch_result(
         body=row["body"],
         task_id=row["task_id"],
         completed_at=row["completed_at"],
+        fingerprint=row["fingerprint"],
     )
 
 
 async def stored_results(conn: Connection, request_ids: list[uuid.UUID]) -> dict[uuid.UUID, Result]:
     """Results already committed for these requests (a redelivery must not apply them twice)."""
     rows = await conn.fetch(
-        "SELECT request_id, workflow_id, http_status, outcome, body, task_id"
+        "SELECT request_id, workflow_id, http_status, outcome, body, task_id, fingerprint"
         " FROM request_results WHERE request_id = ANY($1::uuid[])",
         request_ids,
     )
@@ -136,6 +138,7 @@ async def stored_results(conn: Connection, request_ids: list[uuid.UUID]) -> dict
             outcome=row["outcome"],
             body=row["body"],
             task_id=row["task_id"],
+            fingerprint=row["fingerprint"],
         )
         for row in rows
     }
@@ -145,10 +148,11 @@ async def insert_results(conn: Connection, results: list[Result]) -> None:
     """Record final answers; a concurrent writer of the same request makes this raise."""
     await conn.execute(
         "INSERT INTO request_results"
-        " (request_id, workflow_id, http_status, outcome, body, task_id, received_at)"
-        " SELECT r.id, r.wf, r.status, r.outcome, r.body, r.task, to_timestamp(r.at)"
+        " (request_id, workflow_id, http_status, outcome, body, task_id, received_at, fingerprint)"
+        " SELECT r.id, r.wf, r.status, r.outcome, r.body, r.task, to_timestamp(r.at), r.fp"
         " FROM unnest($1::uuid[], $2::bigint[], $3::smallint[], $4::text[], $5::json[],"
-        "             $6::bigint[], $7::float8[]) AS r(id, wf, status, outcome, body, task, at)",
+        "             $6::bigint[], $7::float8[], $8::bytea[])"
+        "   AS r(id, wf, status, outcome, body, task, at, fp)",
         [r.request_id for r in results],
         [r.workflow_id for r in results],
         [r.http_status for r in results],
@@ -156,4 +160,5 @@ async def insert_results(conn: Connection, results: list[Result]) -> None:
         [r.body for r in results],
         [r.task_id for r in results],
         [r.received_at for r in results],
+        [r.fingerprint for r in results],
     )

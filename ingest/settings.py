@@ -130,6 +130,20 @@ class Settings(BaseSettings):
         "",
         description="Secret signing request ids in status URLs; empty: one kept in the database.",
     )
+    rate_limit: float = Field(
+        default=0.0,
+        ge=0,
+        description="Task requests per second each edge process accepts per workflow; 0: no limit.",
+    )
+    rate_burst: int = Field(
+        default=0, ge=0, description="Requests a workflow may send at once; 0: one second's worth."
+    )
+    body_read_timeout: float = Field(
+        default=30.0, gt=0, le=600, description="Seconds a client has to send its request body."
+    )
+    fault_points: str = Field(
+        "", description="Test-only crash points for the fault suite; leave empty in production."
+    )
     health_file: str = Field(
         "",
         description="File a worker touches every second while its consumer is attached.",

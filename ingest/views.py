@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -9,6 +10,7 @@ import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import asyncpg
 import orjson
 from aiohttp import web
 
@@ -16,23 +18,27 @@ from ingest import store
 from ingest.app_keys import EDGE, SETTINGS
 from ingest.bodies import accept_json_object, check_content_type, read_body
 from ingest.errors import (
+    BodyTimeout,
     BodyTooLarge,
     DefinitionError,
     IngestError,
+    InvalidHeader,
     MalformedBody,
     NotFound,
+    RateLimited,
     Unavailable,
     UnsupportedMediaType,
 )
-from ingest.messages import Operation, TaskRequest
+from ingest.messages import Operation, TaskRequest, idempotent_request_id
 from ingest.preferences import parse_prefer
-from ingest.results import fetch_result, status_document
+from ingest.results import Result, fetch_result, status_document
 from ingest.tasks import render
 from ingest.workflows import FieldType, Workflow, WorkflowDefinition, example, import_url
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+_UNKNOWN_TOKEN = "no workflow has this token"
 
 
 def json_response(
@@ -52,8 +58,23 @@ _STATUS_OF: list[tuple[type[IngestError], int, str]] = [
     (BodyTooLarge, 413, "body_too_large"),
     (UnsupportedMediaType, 415, "unsupported_media_type"),
     (NotFound, 404, "not_found"),
+    (InvalidHeader, 400, "invalid_header"),
+    (BodyTimeout, 408, "request_timeout"),
     (DefinitionError, 422, "invalid_definition"),
 ]
+
+
+#: Failures of the database (or its pool) that a retry later may not meet.
+_BACKEND_DOWN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,
+    asyncpg.AdminShutdownError,
+    OSError,
+    TimeoutError,
+)
 
 
 @web.middleware
@@ -64,6 +85,14 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except Unavailable as exc:
         retry = str(exc.retry_after)
         return error_response(503, "unavailable", str(exc), {"Retry-After": retry})
+    except RateLimited as exc:
+        retry = str(exc.retry_after)
+        return error_response(429, "rate_limited", str(exc), {"Retry-After": retry})
+    except _BACKEND_DOWN as exc:
+        log.warning("database unavailable in %s %s: %r", request.method, request.path, exc)
+        return error_response(
+            503, "unavailable", "the database is unavailable", {"Retry-After": "1"}
+        )
     except DefinitionError as exc:
         return json_response({"error": "invalid_definition", "problems": exc.problems}, 422)
     except IngestError as exc:
@@ -71,6 +100,12 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             if isinstance(exc, kind):
                 return error_response(status, code, str(exc))
         raise
+    except web.HTTPNotFound:
+        # Under the token prefix every miss looks alike, so guesses learn nothing from the body.
+        message = (
+            _UNKNOWN_TOKEN if request.path.startswith("/api/v1/workflows/") else "no such route"
+        )
+        return error_response(404, "not_found", message)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -91,9 +126,6 @@ def _allow(exc: web.HTTPException) -> dict[str, str] | None:
 # ---------------------------------------------------------------------------------------- task API
 
 
-_UNKNOWN_TOKEN = "no workflow has this token"
-
-
 async def _workflow_of(request: web.Request) -> Workflow:
     workflow = await request.app[EDGE].workflows.by_token(request.match_info["token"])
     if workflow is None:
@@ -112,43 +144,77 @@ async def put_task(request: web.Request) -> web.Response:
 async def _submit(request: web.Request, operation: Operation) -> web.Response:
     settings, edge = request.app[SETTINGS], request.app[EDGE]
     workflow = await _workflow_of(request)
+    if wait := edge.rate_limiter.retry_after(workflow.id):
+        raise RateLimited(wait)
     check_content_type(request)
-    body = accept_json_object(await read_body(request, settings.max_body_bytes))
+    key = _idempotency_key(request)
+    body = accept_json_object(await _read_within_deadline(request))
     task_request = TaskRequest(
-        id=uuid.uuid4(),
+        id=idempotent_request_id(workflow.id, key) if key else uuid.uuid4(),
         workflow_id=workflow.id,
         workflow_version=workflow.version,
         operation=operation,
         body=body,
         received_at=time.time(),
     )
+    if key is not None:
+        stored = await fetch_result(edge.pool, task_request.id, workflow.id)
+        if stored is not None:
+            return _replayed(stored, task_request)
     preferences = parse_prefer(request.headers.getall("Prefer", []))
     budget = preferences.budget(settings.sync_timeout)
-    edge.inbox.expect(task_request.id)
+    waiter = edge.inbox.expect(task_request.id)
     try:
         await edge.publisher.publish(task_request)
     except BaseException:
-        edge.inbox.forget(task_request.id)
+        edge.inbox.forget(task_request.id, waiter)
         raise
-    reply = await edge.inbox.wait(task_request.id, budget)
+    reply = await edge.inbox.wait(task_request.id, waiter, budget)
     if reply is not None:
         return web.Response(body=reply.body.encode(), status=reply.http_status, content_type=JSON)
     if budget > 0:
         # The reply is only a wake-up: the result may be committed with its reply lost.
         stored = await fetch_result(edge.pool, task_request.id, workflow.id)
         if stored is not None:
-            return web.Response(
-                body=stored.body.encode(), status=stored.http_status, content_type=JSON
-            )
-    return _accepted(request, workflow, task_request.id, preferences.respond_async, budget)
+            return _replayed(stored, task_request)
+    return _accepted(request, workflow, task_request.id, preferences.respond_async)
+
+
+async def _read_within_deadline(request: web.Request) -> bytes:
+    """The body, read against a deadline so slow senders cannot hold a connection for ever."""
+    settings = request.app[SETTINGS]
+    try:
+        async with asyncio.timeout(settings.body_read_timeout):
+            return await read_body(request, settings.max_body_bytes)
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the body did not arrive within {settings.body_read_timeout:g}s"
+        ) from None
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    """The Idempotency-Key header (a string, quoted or not), or None when absent."""
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    key = raw.strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if not 1 <= len(key) <= 255 or not (key.isascii() and key.isprintable()):
+        raise InvalidHeader("Idempotency-Key must be 1 to 255 printable ASCII characters")
+    return key
+
+
+def _replayed(stored: Result, request: TaskRequest) -> web.Response:
+    """A stored result answers again, unless its key was reused for a different request."""
+    if stored.fingerprint is not None and stored.fingerprint != request.fingerprint:
+        message = "this Idempotency-Key was already used with a different request body"
+        return error_response(422, "idempotency_key_reused", message)
+    return web.Response(body=stored.body.encode(), status=stored.http_status, content_type=JSON)
 
 
 def _accepted(
-    request: web.Request,
-    workflow: Workflow,
-    request_id: uuid.UUID,
-    respond_async: bool,
-    budget: float,
+    request: web.Request, workflow: Workflow, request_id: uuid.UUID, respond_async: bool
 ) -> web.Response:
     settings, edge = request.app[SETTINGS], request.app[EDGE]
     public_id = edge.request_ids.public(request_id, workflow.id)
@@ -226,7 +292,7 @@ async def create_workflow(request: web.Request) -> web.Response:
     _require_admin(request)
     settings, edge = request.app[SETTINGS], request.app[EDGE]
     check_content_type(request)
-    raw = orjson.loads(accept_json_object(await read_body(request, settings.max_body_bytes)))
+    raw = orjson.loads(accept_json_object(await _read_within_deadline(request)))
     definition = WorkflowDefinition.parse(raw)
     workflow, token = await store.create_workflow(edge.pool, definition)
     return json_response(created_document(workflow, token, settings.base_url), 201)

@@ -25,11 +25,12 @@ import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from ingest import deadletters
-from ingest.broker import BrokerLink, Topology, close_connection_with, declare
+from ingest.broker import BrokerLink, Topology, close_connection_with, ensure_topology
 from ingest.errors import DecodeError
 from ingest.messages import CONTENT_TYPE, REPLIES_MESSAGE_TYPE, Reply, TaskBatch, encode_replies
 from ingest.results import Result
 from ingest.settings import Settings
+from worker.faults import FaultPoints
 from worker.upsert import BatchApplier, RetryBatch
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class Consumer:
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self._settings = settings
         self._pool = pool
+        self._faults = FaultPoints(settings.fault_points)
         self._applier = BatchApplier(settings.base_url)
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._stopping = asyncio.Event()
@@ -100,8 +102,10 @@ class Consumer:
             close_connection_with(each, connection)
         await channel.set_qos(prefetch_count=self._settings.worker_prefetch)
         await dead_channel.set_qos(prefetch_count=16)
-        _, queue = await declare(channel, self._settings)
-        dead_queue = await dead_channel.get_queue(Topology.from_settings(self._settings).dead_queue)
+        await ensure_topology(connection, self._settings)
+        names = Topology.from_settings(self._settings)
+        queue = await channel.get_queue(names.queue, ensure=True)
+        dead_queue = await dead_channel.get_queue(names.dead_queue, ensure=True)
         await queue.consume(self._receive)
         await dead_queue.consume(self._on_dead_letter)
         self.channel = channel
@@ -166,6 +170,7 @@ class Consumer:
             await self._nack_all(deliveries)
             return
         self.batches += 1
+        self._faults.maybe_exit("exit-after-commit")
         await self._reply(deliveries, results)
         with contextlib.suppress(Exception):  # a lost ack means a redelivery, which is harmless
             await deliveries[-1].message.ack(multiple=True)
@@ -197,10 +202,13 @@ class Consumer:
 
     async def _apply_with_retries(self, deliveries: list[_Delivery]) -> list[Result]:
         requests = [request for d in deliveries for request in d.batch.requests]
+        self._faults.check_poison(requests)
         for attempt in range(_RETRIES_IN_PLACE):
             try:
                 async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
-                    return await self._applier.apply(conn, requests)
+                    return await self._applier.apply(
+                        conn, requests, lambda: self._faults.maybe_exit("exit-before-commit")
+                    )
             except _RACES:
                 if attempt == _RETRIES_IN_PLACE - 1:
                     raise

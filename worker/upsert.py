@@ -15,8 +15,10 @@ A concurrent create of the same Unique ID, a deadlock or a concurrent result wri
 from __future__ import annotations
 
 import copy
+import dataclasses
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -90,12 +92,17 @@ class BatchApplier:
         self._workflows = WorkflowCache()
         self._validators = ValidatorCache()
 
-    async def apply(self, conn: Connection, requests: list[TaskRequest]) -> list[Result]:
+    async def apply(
+        self,
+        conn: Connection,
+        requests: list[TaskRequest],
+        before_commit: Callable[[], None] = lambda: None,
+    ) -> list[Result]:
         """Apply `requests` in one transaction; results come back in request order."""
         async with conn.transaction():
             done = await stored_results(conn, [r.id for r in requests])
             # A request redelivered into the same batch as its first delivery runs once.
-            fresh = list({r.id: r for r in requests if r.id not in done}.values())
+            fresh = _first_deliveries(requests, done)
             by_workflow: dict[int, list[TaskRequest]] = defaultdict(list)
             for request in fresh:
                 by_workflow[request.workflow_id].append(request)
@@ -109,7 +116,8 @@ class BatchApplier:
                     await insert_results(conn, list(made.values()))
                 except asyncpg.UniqueViolationError as exc:
                     raise RetryBatch("another transaction stored one of these results") from exc
-        return [done.get(r.id) or made[r.id] for r in requests]
+            before_commit()
+        return [_answer(r, done.get(r.id) or made[r.id]) for r in requests]
 
     async def _apply_workflow(
         self, conn: Connection, workflow: Workflow, requests: list[TaskRequest]
@@ -203,6 +211,7 @@ class BatchApplier:
             outcome=outcome.value,
             body=body,
             received_at=request.received_at,
+            fingerprint=request.fingerprint,
         )
 
     async def _write(
@@ -221,17 +230,36 @@ class BatchApplier:
 
 
 def _with_task_id(result: Result, task_id: int | None) -> Result:
-    if task_id is None:
-        return result
-    return Result(
-        request_id=result.request_id,
-        workflow_id=result.workflow_id,
-        http_status=result.http_status,
-        outcome=result.outcome,
-        body=result.body,
-        task_id=task_id,
-        received_at=result.received_at,
+    return result if task_id is None else dataclasses.replace(result, task_id=task_id)
+
+
+def _first_deliveries(
+    requests: list[TaskRequest], done: dict[uuid.UUID, Result]
+) -> list[TaskRequest]:
+    """Requests with no stored result, each once, in arrival order."""
+    fresh: dict[uuid.UUID, TaskRequest] = {}
+    for request in requests:
+        if request.id not in done and request.id not in fresh:
+            fresh[request.id] = request
+    return list(fresh.values())
+
+
+def _answer(request: TaskRequest, result: Result) -> Result:
+    """The stored result, unless this request only shares its id (an Idempotency-Key reused)."""
+    if result.fingerprint is not None and result.fingerprint != request.fingerprint:
+        return _key_reused(request)
+    return result
+
+
+def _key_reused(request: TaskRequest) -> Result:
+    """The answer to a request that reuses an Idempotency-Key with a different body (not stored)."""
+    body = _json(
+        {
+            "error": "idempotency_key_reused",
+            "message": "this Idempotency-Key was already used with a different request body",
+        }
     )
+    return Result(request.id, request.workflow_id, 422, Outcome.INVALID.value, body)
 
 
 def _update(state: _TaskState, parsed: Any) -> bool:

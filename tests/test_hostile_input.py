@@ -1,0 +1,105 @@
+"""Input the internet sends: floods, slow senders, compression bombs, guessed tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import resource
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from ingest.app import create_app
+from tests.conftest import SEED_REQUEST
+
+JSON = {"Content-Type": "application/json"}
+
+
+async def _edge(settings, **changes):
+    server = TestServer(create_app(settings.model_copy(update=changes)), port=settings.port)
+    return TestClient(server)
+
+
+async def test_over_the_rate_limit_is_429_with_retry_after(settings, make_workflow):
+    _, token = await make_workflow()
+    async with await _edge(settings, rate_limit=5.0, rate_burst=5) as client:
+        statuses = []
+        for _ in range(8):
+            response = await client.post(
+                f"/api/v1/workflows/{token}/tasks",
+                json=SEED_REQUEST,
+                headers={"Prefer": "respond-async"},
+            )
+            statuses.append(response.status)
+            if response.status == 429:
+                assert int(response.headers["Retry-After"]) >= 1
+                assert (await response.json())["error"] == "rate_limited"
+    assert statuses[:5] == [202] * 5
+    assert 429 in statuses[5:]
+
+
+async def test_a_slow_body_is_cut_off_at_the_read_deadline(settings, make_workflow):
+    _, token = await make_workflow()
+    async with await _edge(settings, body_read_timeout=0.5) as client:
+
+        async def trickle():
+            yield b'{"Company ID": '
+            await asyncio.sleep(3)
+            yield b'"1"}'
+
+        started = asyncio.get_running_loop().time()
+        response = await client.post(
+            f"/api/v1/workflows/{token}/tasks", data=trickle(), headers=JSON
+        )
+        assert response.status == 408
+        assert asyncio.get_running_loop().time() - started < 2.5
+
+
+async def test_slow_clients_do_not_starve_normal_ones(client, worker, make_workflow, settings):
+    _, token = await make_workflow()
+    url = f"/api/v1/workflows/{token}/tasks"
+    writers = []
+    for _ in range(50):
+        _, writer = await asyncio.open_connection("127.0.0.1", settings.port)
+        writer.write(
+            f"POST {url} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: 100\r\n\r\n{".encode()
+        )
+        writers.append(writer)
+    try:
+        response = await asyncio.wait_for(client.post(url, json=SEED_REQUEST), 5)
+        assert response.status == 201
+    finally:
+        for writer in writers:
+            writer.close()
+
+
+async def test_a_gzip_bomb_is_413_without_inflating(client, make_workflow, settings):
+    _, token = await make_workflow()
+    bomb = gzip.compress(b'{"a": "' + b"0" * 200_000_000 + b'"}', compresslevel=9)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    response = await client.post(
+        f"/api/v1/workflows/{token}/tasks",
+        data=bomb,
+        headers={**JSON, "Content-Encoding": "gzip"},
+    )
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert response.status == 413
+    assert grown_mib < 64
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/workflows/WRONG/tasks",
+        "/api/v1/workflows/{near}/tasks",
+        "/api/v1/workflows/tasks?token={token}",
+        "/api/v1/workflows/x/tasks?token={token}",
+    ],
+)
+async def test_every_wrong_token_gets_the_same_404(client, make_workflow, path):
+    _, token = await make_workflow()
+    near = token[:-1] + ("A" if token[-1] != "A" else "B")
+    response = await client.post(path.format(token=token, near=near), json=SEED_REQUEST)
+    assert response.status == 404
+    assert await response.json() == {"error": "not_found", "message": "no workflow has this token"}
