@@ -31,6 +31,7 @@ class Operation(StrEnum):
 
     UPSERT = "upsert"  #: POST: update by Unique ID, or create
     UPDATE = "update"  #: PUT: update by Unique ID, 404 when missing
+    DELETE = "delete"  #: DELETE: remove the task whose key the body names, 404 when missing
 
 
 @dataclass(frozen=True, slots=True)

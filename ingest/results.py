@@ -90,8 +90,10 @@ def status_document(public_id: str, result: Result | None) -> dict[str, Any]:
         "http_status": result.http_status,
         "outcome": result.outcome,
     }
-    body = orjson.loads(result.body)
-    if result.http_status < 300:
+    body = orjson.loads(result.body) if result.body else None
+    if body is None:
+        pass  # 204: nothing to show
+    elif result.http_status < 300:
         document["task"] = body
     else:
         document.update(body)  # {"errors": {...}} for 422; {"error", "message"} otherwise

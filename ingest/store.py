@@ -166,7 +166,7 @@ async def load_values(
     return values
 
 
-def _task(row: asyncpg.Record, values: dict[int, Value]) -> TaskRecord:
+def task_from_row(row: asyncpg.Record, values: dict[int, Value]) -> TaskRecord:
     return TaskRecord(
         id=row["id"],
         public_id=row["public_id"],
@@ -189,7 +189,7 @@ async def task_by_public_id(pool: Pool, workflow_id: int, public_id: str) -> Tas
     if row is None:
         return None
     values = await load_values(pool, [row["id"]])
-    return _task(row, values.get(row["id"], {}))
+    return task_from_row(row, values.get(row["id"], {}))
 
 
 async def lock_tasks(
@@ -203,7 +203,7 @@ async def lock_tasks(
         unique_keys,
     )
     values = await load_values(conn, [row["id"] for row in rows]) if rows else {}
-    return {row["unique_key"]: _task(row, values.get(row["id"], {})) for row in rows}
+    return {row["unique_key"]: task_from_row(row, values.get(row["id"], {})) for row in rows}
 
 
 def decode_json(text: str) -> Any:
@@ -219,4 +219,4 @@ async def task_by_key(pool: Pool, workflow_id: int, unique_key: str) -> TaskReco
     if row is None:
         return None
     values = await load_values(pool, [row["id"]])
-    return _task(row, values.get(row["id"], {}))
+    return task_from_row(row, values.get(row["id"], {}))

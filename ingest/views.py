@@ -14,7 +14,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from ingest import store
+from ingest import filters, store
 from ingest.app_keys import EDGE, SETTINGS
 from ingest.bodies import accept_json_object, check_content_type, read_body
 from ingest.errors import (
@@ -60,6 +60,7 @@ _STATUS_OF: list[tuple[type[IngestError], int, str]] = [
     (NotFound, 404, "not_found"),
     (InvalidHeader, 400, "invalid_header"),
     (BodyTimeout, 408, "request_timeout"),
+    (filters.InvalidFilter, 400, "invalid_filter"),
     (DefinitionError, 422, "invalid_definition"),
 ]
 
@@ -134,21 +135,39 @@ async def _workflow_of(request: web.Request) -> Workflow:
 
 
 async def post_task(request: web.Request) -> web.Response:
-    return await _submit(request, Operation.UPSERT)
+    workflow = await _admitted_workflow(request)
+    return await _submit(request, workflow, Operation.UPSERT, await _task_body(request))
 
 
 async def put_task(request: web.Request) -> web.Response:
-    return await _submit(request, Operation.UPDATE)
+    workflow = await _admitted_workflow(request)
+    return await _submit(request, workflow, Operation.UPDATE, await _task_body(request))
 
 
-async def _submit(request: web.Request, operation: Operation) -> web.Response:
-    settings, edge = request.app[SETTINGS], request.app[EDGE]
+async def delete_task(request: web.Request) -> web.Response:
+    """Deletes go through the queue like every write, so they serialise with upserts."""
+    workflow = await _admitted_workflow(request)
+    key = _canonical_key(workflow, request.match_info["task_id"])
+    return await _submit(request, workflow, Operation.DELETE, orjson.dumps({"key": key}).decode())
+
+
+async def _admitted_workflow(request: web.Request) -> Workflow:
     workflow = await _workflow_of(request)
-    if wait := edge.rate_limiter.retry_after(workflow.id):
+    if wait := request.app[EDGE].rate_limiter.retry_after(workflow.id):
         raise RateLimited(wait)
+    return workflow
+
+
+async def _task_body(request: web.Request) -> str:
     check_content_type(request)
+    return accept_json_object(await _read_within_deadline(request))
+
+
+async def _submit(
+    request: web.Request, workflow: Workflow, operation: Operation, body: str
+) -> web.Response:
+    settings, edge = request.app[SETTINGS], request.app[EDGE]
     key = _idempotency_key(request)
-    body = accept_json_object(await _read_within_deadline(request))
     task_request = TaskRequest(
         id=idempotent_request_id(workflow.id, key) if key else uuid.uuid4(),
         workflow_id=workflow.id,
@@ -171,7 +190,7 @@ async def _submit(request: web.Request, operation: Operation) -> web.Response:
         raise
     reply = await edge.inbox.wait(task_request.id, waiter, budget)
     if reply is not None:
-        return web.Response(body=reply.body.encode(), status=reply.http_status, content_type=JSON)
+        return _final(reply.http_status, reply.body)
     if budget > 0:
         # The reply is only a wake-up: the result may be committed with its reply lost.
         stored = await fetch_result(edge.pool, task_request.id, workflow.id)
@@ -210,7 +229,13 @@ def _replayed(stored: Result, request: TaskRequest) -> web.Response:
     if stored.fingerprint is not None and stored.fingerprint != request.fingerprint:
         message = "this Idempotency-Key was already used with a different request body"
         return error_response(422, "idempotency_key_reused", message)
-    return web.Response(body=stored.body.encode(), status=stored.http_status, content_type=JSON)
+    return _final(stored.http_status, stored.body)
+
+
+def _final(status: int, body: str) -> web.Response:
+    if status == 204:
+        return web.Response(status=204)
+    return web.Response(body=body.encode(), status=status, content_type=JSON)
 
 
 def _accepted(
@@ -257,6 +282,21 @@ def _canonical_key(workflow: Workflow, value: str) -> str:
         except InvalidOperation:
             return value
     return value
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    """Flowdash's list: a JSON array; the next page's cursor travels in `Link` (rel="next")."""
+    settings, edge = request.app[SETTINGS], request.app[EDGE]
+    workflow = await _workflow_of(request)
+    page = await filters.list_tasks(edge.pool, workflow, list(request.query.items()))
+    headers = {}
+    if page.next_cursor is not None:
+        query = [(k, v) for k, v in request.query.items() if k != filters.CURSOR]
+        query.append((filters.CURSOR, page.next_cursor))
+        next_url = f"{settings.base_url}{request.rel_url.with_query(query)}"
+        headers = {"Link": f'<{next_url}>; rel="next"', "X-Next-Cursor": page.next_cursor}
+    body = [render(workflow, task, settings.base_url) for task in page.tasks]
+    return json_response(body, headers=headers)
 
 
 async def task_by_url(request: web.Request) -> web.Response:
@@ -349,7 +389,9 @@ async def readyz(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/workflows/{token}/tasks", post_task)
     app.router.add_put("/api/v1/workflows/{token}/tasks", put_task)
+    app.router.add_get("/api/v1/workflows/{token}/tasks", list_tasks)
     app.router.add_get("/api/v1/workflows/{token}/tasks/{task_id}", get_task)
+    app.router.add_delete("/api/v1/workflows/{token}/tasks/{task_id}", delete_task)
     app.router.add_get("/api/v1/workflows/{token}/requests/{request_id}", request_status)
     app.router.add_get("/workflows/{workflow_id}/tasks/{task_id}", task_by_url)
     app.router.add_post("/api/v1/admin/workflows", create_workflow)

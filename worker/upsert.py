@@ -129,22 +129,23 @@ class BatchApplier:
                 payloads[request.id] = parse_payload(request.body)
             except MalformedBody:
                 payloads[request.id] = None
-        keys = {
-            r.id: validator.unique_key(p) if (p := payloads[r.id]) is not None else None
-            for r in requests
-        }
+        keys = {r.id: _key_of(r, validator, payloads[r.id]) for r in requests}
         existing = await lock_tasks(conn, workflow.id, sorted({k for k in keys.values() if k}))
         tasks = {key: _TaskState(record=record, is_new=False) for key, record in existing.items()}
+        deleted: list[int] = []
         results: dict[uuid.UUID, tuple[Result, str | None]] = {}
         for request in requests:
             payload = payloads[request.id]
             if payload is None:
                 body = _json({"error": "malformed_body", "message": "body is not a JSON object"})
                 results[request.id] = (self._result(request, 400, Outcome.INVALID, body), None)
-                continue
-            results[request.id] = self._apply_one(
-                workflow, validator, request, payload, keys[request.id], tasks
-            )
+            elif request.operation is Operation.DELETE:
+                results[request.id] = self._delete_one(request, keys[request.id], tasks, deleted)
+            else:
+                results[request.id] = self._apply_one(
+                    workflow, validator, request, payload, keys[request.id], tasks
+                )
+        await _delete_tasks(conn, deleted)
         await self._write(conn, workflow, tasks)
         ids = {key: state.record.id for key, state in tasks.items()}
         return {
@@ -202,6 +203,21 @@ class BatchApplier:
         body = _json(render(workflow, state.record, self._base_url))
         return self._result(request, status, outcome, body), key
 
+    def _delete_one(
+        self,
+        request: TaskRequest,
+        key: str | None,
+        tasks: dict[str, _TaskState],
+        deleted: list[int],
+    ) -> tuple[Result, str | None]:
+        state = tasks.pop(key, None) if key else None
+        if state is None:
+            body = _json({"error": "not_found", "message": "no task has this id"})
+            return self._result(request, 404, Outcome.NOT_FOUND, body), None
+        if not state.is_new and state.record.id is not None:
+            deleted.append(state.record.id)
+        return self._result(request, 204, Outcome.DELETED, "null"), None
+
     @staticmethod
     def _result(request: TaskRequest, status: int, outcome: Outcome, body: str) -> Result:
         return Result(
@@ -231,6 +247,21 @@ class BatchApplier:
 
 def _with_task_id(result: Result, task_id: int | None) -> Result:
     return result if task_id is None else dataclasses.replace(result, task_id=task_id)
+
+
+def _key_of(request: TaskRequest, validator: Any, payload: dict[str, Any] | None) -> str | None:
+    if payload is None:
+        return None
+    if request.operation is Operation.DELETE:
+        key = payload.get("key")
+        return key if isinstance(key, str) and key else None
+    key_text: str | None = validator.unique_key(payload)
+    return key_text
+
+
+async def _delete_tasks(conn: Connection, task_ids: list[int]) -> None:
+    if task_ids:
+        await conn.execute("DELETE FROM tasks WHERE id = ANY($1::bigint[])", task_ids)
 
 
 def _first_deliveries(

@@ -1,0 +1,138 @@
+"""Listing tasks: Flowdash's query filters (`?Stage=Won&Company%20ID=42`) and cursor pages.
+
+A filter names a field, `Stage` or `Assigned To`; an empty value matches tasks where it is unset
+(`?Assigned%20To=` lists unassigned tasks). Several filters must all hold. Values are compared
+as the field's type: numbers numerically, dates as dates, checkboxes as true/false.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from ingest.errors import RequestError
+from ingest.store import Connection, Pool, load_values, task_from_row, value_column
+from ingest.tasks import TaskRecord
+from ingest.workflows import ASSIGNED_TO, STAGE, FieldSpec, FieldType, Workflow
+
+LIMIT = "limit"
+CURSOR = "cursor"
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+class InvalidFilter(RequestError):
+    """Raised when a list query names no field, or gives a value its field cannot hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    tasks: list[TaskRecord]
+    next_cursor: str | None
+
+
+def _typed(spec: FieldSpec, text: str) -> Any:
+    try:
+        if spec.type in (FieldType.NUMBER, FieldType.CURRENCY):
+            number = Decimal(text)
+            if not number.is_finite():
+                raise InvalidOperation
+            return number
+        if spec.type is FieldType.DATE:
+            return date.fromisoformat(text)
+        if spec.type is FieldType.DATETIME:
+            return datetime.fromisoformat(text)
+        if spec.type is FieldType.CHECKBOX:
+            if text.lower() not in ("true", "false"):
+                raise ValueError(text)
+            return text.lower() == "true"
+    except (InvalidOperation, ValueError):
+        raise InvalidFilter(f"{text!r} is not a valid {spec.type} for {spec.name!r}") from None
+    return text
+
+
+class _Query:
+    """Accumulates SQL conditions and their parameters."""
+
+    def __init__(self, workflow_id: int) -> None:
+        self.params: list[Any] = [workflow_id]
+        self.conditions = ["t.workflow_id = $1"]
+
+    def param(self, value: Any) -> str:
+        self.params.append(value)
+        return f"${len(self.params)}"
+
+    def builtin(self, column: str, text: str) -> None:
+        if text == "":
+            self.conditions.append(f"t.{column} IS NULL")
+        else:
+            self.conditions.append(f"t.{column} = {self.param(text)}")
+
+    def field(self, spec: FieldSpec, text: str) -> None:
+        has_value = f"v.task_id = t.id AND v.field_id = {self.param(spec.id)}"
+        if text == "":
+            self.conditions.append(f"NOT EXISTS (SELECT 1 FROM task_values v WHERE {has_value})")
+            return
+        column = value_column(spec.type)
+        value = _typed(spec, text)
+        if spec.type is FieldType.MULTIPLE_SELECT:
+            match = f"{self.param(value)} = ANY(v.{column})"
+        else:
+            match = f"v.{column} = {self.param(value)}"
+        self.conditions.append(
+            f"EXISTS (SELECT 1 FROM task_values v WHERE {has_value} AND {match})"
+        )
+
+
+def encode_cursor(task_id: int) -> str:
+    return base64.urlsafe_b64encode(str(task_id).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidFilter("cursor is not one this service handed out") from None
+
+
+def _limit(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_LIMIT
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        raise InvalidFilter(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return int(text)
+
+
+async def list_tasks(
+    conn: Pool | Connection, workflow: Workflow, query: list[tuple[str, str]]
+) -> Page:
+    """One page of the workflow's tasks matching every filter in `query`, oldest first."""
+    sql = _Query(workflow.id)
+    names = {spec.name: spec for spec in workflow.definition.fields}
+    params = dict(query)
+    limit = _limit(params.get(LIMIT) if LIMIT not in names else None)
+    for name, text in query:
+        if name in names:
+            sql.field(names[name], text)
+        elif name == STAGE:
+            sql.builtin("stage", text)
+        elif name == ASSIGNED_TO:
+            sql.builtin("assigned_to", text)
+        elif name == CURSOR:
+            sql.conditions.append(f"t.id > {sql.param(decode_cursor(text))}")
+        elif name != LIMIT:
+            raise InvalidFilter(f"{name!r} is not a field of this workflow")
+    rows = await conn.fetch(
+        "SELECT t.id, t.public_id, t.unique_key, t.stage, t.assigned_to FROM tasks t"
+        f" WHERE {' AND '.join(sql.conditions)} ORDER BY t.id LIMIT {limit + 1}",
+        *sql.params,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    values = await load_values(conn, [row["id"] for row in rows]) if rows else {}
+    tasks = [task_from_row(row, values.get(row["id"], {})) for row in rows]
+    return Page(tasks, encode_cursor(rows[-1]["id"]) if more else None)
