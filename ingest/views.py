@@ -14,7 +14,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from ingest import filters, store
+from ingest import filters, openapi, store
 from ingest.app_keys import EDGE, SETTINGS
 from ingest.bodies import accept_json_object, check_content_type, read_body
 from ingest.errors import (
@@ -375,6 +375,15 @@ async def workflow_example(request: web.Request) -> web.Response:
 # ------------------------------------------------------------------------------------------ health
 
 
+async def openapi_document(request: web.Request) -> web.Response:
+    return json_response(openapi.spec(request.app[SETTINGS].base_url))
+
+
+async def openapi_docs(request: web.Request) -> web.Response:
+    page = openapi.docs_html(openapi.spec(request.app[SETTINGS].base_url))
+    return web.Response(text=page, content_type="text/html")
+
+
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -398,5 +407,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/admin/workflows", list_workflows)
     app.router.add_get("/api/v1/admin/workflows/{workflow_id}", get_workflow)
     app.router.add_get("/api/v1/admin/workflows/{workflow_id}/example", workflow_example)
+    app.router.add_get("/api/v1/openapi.json", openapi_document)
+    app.router.add_get("/api/v1/docs", openapi_docs)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
