@@ -19,4 +19,4 @@ def spec(base_url: str) -> dict[str, Any]:
 def docs_html(document: dict[str, Any]) -> str:
     """A readable page of the document that needs nothing from the network."""
     title = html.escape(document["info"]["title"])
-    return f"<!doctype html><html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
+    return f"<!doctype html><html><head><title>{title}</title></head><body><h1>{title}</h1>"
