@@ -15,13 +15,14 @@ from aio_pika.abc import AbstractConnection
 from aiohttp import web
 
 from ingest import store
-from ingest.app_keys import EDGE, SETTINGS
+from ingest.app_keys import EDGE, METRICS, SETTINGS
 from ingest.broker import BrokerLink, Publisher, close_connection_with, ensure_topology
+from ingest.metrics import EdgeMetrics
 from ingest.ratelimit import RateLimiter
 from ingest.replies import ReplyInbox
 from ingest.results import RequestIds
 from ingest.settings import Settings
-from ingest.views import add_routes, error_middleware
+from ingest.views import add_routes, error_middleware, metrics_middleware
 from ingest.workflows import Workflow, hash_token
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ async def _request_id_key(settings: Settings, pool: asyncpg.Pool) -> bytes:
 async def edge_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     inbox = ReplyInbox(f"{settings.queue}.replies.{uuid.uuid4().hex[:16]}")
-    publisher = Publisher(settings, inbox.queue_name)
+    publisher = Publisher(settings, inbox.queue_name, app[METRICS])
 
     async def setup(connection: AbstractConnection) -> None:
         publish_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -123,8 +124,11 @@ async def edge_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[metrics_middleware, error_middleware], client_max_size=settings.max_body_bytes
+    )
     app[SETTINGS] = settings
+    app[METRICS] = EdgeMetrics()
     app.cleanup_ctx.append(edge_context)
     add_routes(app)
     return app

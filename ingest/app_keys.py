@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ingest.metrics import EdgeMetrics
 from ingest.settings import Settings
 
 if TYPE_CHECKING:
@@ -13,3 +14,4 @@ if TYPE_CHECKING:
 
 SETTINGS = web.AppKey("settings", Settings)
 EDGE: web.AppKey[Edge] = web.AppKey("edge")
+METRICS = web.AppKey("metrics", EdgeMetrics)

@@ -25,6 +25,7 @@ from aio_pika.abc import (
 
 from ingest.errors import Backlogged, PublishFailed
 from ingest.messages import CONTENT_TYPE, TASKS_MESSAGE_TYPE, TaskBatch, TaskRequest
+from ingest.metrics import EdgeMetrics
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,8 @@ class Publisher:
     or closed channel fails exactly those requests.
     """
 
-    def __init__(self, settings: Settings, reply_to: str | None) -> None:
+    def __init__(self, settings: Settings, reply_to: str | None, metrics: EdgeMetrics) -> None:
+        self._metrics = metrics
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._settings = settings
@@ -258,9 +260,12 @@ class Publisher:
     async def _publish_forever(self) -> None:
         while True:
             batch = await self._next_batch()
+            self._metrics.backlog.set(self._backlog.qsize())
+            self._metrics.publish_batch.observe(len(batch))
             try:
                 await self._send(batch)
             except Exception as exc:
+                self._metrics.publish_failures.labels(type(exc).__name__).inc()
                 log.warning("publish of %d task requests failed: %r", len(batch), exc)
                 failure = PublishFailed(
                     f"the broker did not confirm the request ({type(exc).__name__})"
@@ -269,6 +274,7 @@ class Publisher:
                     if not pending.confirmed.done():
                         pending.confirmed.set_exception(failure)
             else:
+                self._metrics.confirms.inc()
                 for pending in batch:
                     if not pending.confirmed.done():
                         pending.confirmed.set_result(None)

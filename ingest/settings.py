@@ -144,6 +144,15 @@ class Settings(BaseSettings):
     fault_points: str = Field(
         "", description="Test-only crash points for the fault suite; leave empty in production."
     )
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port a worker serves /metrics and /healthz on (0: off; `ingest run` adds n).",
+    )
+    worker_metrics_host: str = Field(
+        "127.0.0.1", description="Address a worker's metrics port binds to."
+    )
     health_file: str = Field(
         "",
         description="File a worker touches every second while its consumer is attached.",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -27,17 +28,24 @@ _MAX_BACKOFF = 30.0
 class ChildSpec:
     name: str
     argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def children(settings: Settings) -> list[ChildSpec]:
-    edges = [
-        ChildSpec(f"edge-{n}", (sys.executable, "-m", "ingest", "serve"))
-        for n in range(settings.edges)
-    ]
+    edge = (sys.executable, "-m", "ingest", "serve")
+    worker = (sys.executable, "-m", "worker")
+    edges = [ChildSpec(f"edge-{n}", edge) for n in range(settings.edges)]
     workers = [
-        ChildSpec(f"worker-{n}", (sys.executable, "-m", "worker")) for n in range(settings.workers)
+        ChildSpec(f"worker-{n}", worker, _worker_env(settings, n)) for n in range(settings.workers)
     ]
     return edges + workers
+
+
+def _worker_env(settings: Settings, index: int) -> tuple[tuple[str, str], ...]:
+    """Each worker of the group gets its own metrics port: the configured one plus its index."""
+    if not settings.worker_metrics_port:
+        return ()
+    return (("INGEST_WORKER_METRICS_PORT", str(settings.worker_metrics_port + index)),)
 
 
 class Supervisor:
@@ -61,7 +69,8 @@ class Supervisor:
         backoff = 0.5
         while not self._stopping.is_set():
             started = time.monotonic()
-            process = await asyncio.create_subprocess_exec(*spec.argv)
+            env = {**os.environ, **dict(spec.env)}
+            process = await asyncio.create_subprocess_exec(*spec.argv, env=env)
             self._running[spec.name] = process
             log.info("started %s (pid %d)", spec.name, process.pid)
             code = await self._wait(process)

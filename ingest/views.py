@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from ingest import filters, openapi, store
-from ingest.app_keys import EDGE, SETTINGS
+from ingest.app_keys import EDGE, METRICS, SETTINGS
 from ingest.bodies import accept_json_object, check_content_type, read_body
 from ingest.errors import (
     BodyTimeout,
@@ -30,6 +30,8 @@ from ingest.errors import (
     UnsupportedMediaType,
 )
 from ingest.messages import Operation, TaskRequest, idempotent_request_id
+from ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ingest.metrics import exposition
 from ingest.preferences import parse_prefer
 from ingest.results import Result, fetch_result, status_document
 from ingest.tasks import render
@@ -76,6 +78,19 @@ _BACKEND_DOWN = (
     OSError,
     TimeoutError,
 )
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Count and time every request by its route pattern (never by the token-bearing path)."""
+    started = time.monotonic()
+    response: web.StreamResponse = await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    metrics = request.app[METRICS]
+    metrics.requests.labels(route, request.method, str(response.status)).inc()
+    metrics.latency.labels(route).observe(time.monotonic() - started)
+    return response
 
 
 @web.middleware
@@ -188,7 +203,13 @@ async def _submit(
     except BaseException:
         edge.inbox.forget(task_request.id, waiter)
         raise
+    metrics = request.app[METRICS]
+    confirmed = time.monotonic()
+    metrics.accept.observe(time.time() - task_request.received_at)
     reply = await edge.inbox.wait(task_request.id, waiter, budget)
+    if budget > 0:
+        result = "replied" if reply is not None else "timeout"
+        metrics.sync_wait.labels(result).observe(time.monotonic() - confirmed)
     if reply is not None:
         return _final(reply.http_status, reply.body)
     if budget > 0:
@@ -384,6 +405,17 @@ async def openapi_docs(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html")
 
 
+async def metrics_page(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    if EDGE in request.app:
+        pool = request.app[EDGE].pool
+        metrics.pool_size.set(pool.get_size())
+        metrics.pool_idle.set(pool.get_idle_size())
+    response = web.Response(body=exposition(metrics.registry))
+    response.headers["Content-Type"] = METRICS_CONTENT_TYPE
+    return response
+
+
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -409,5 +441,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/admin/workflows/{workflow_id}/example", workflow_example)
     app.router.add_get("/api/v1/openapi.json", openapi_document)
     app.router.add_get("/api/v1/docs", openapi_docs)
+    app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -16,18 +16,25 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
 import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 
 from ingest import deadletters
 from ingest.broker import BrokerLink, Topology, close_connection_with, ensure_topology
 from ingest.errors import DecodeError
 from ingest.messages import CONTENT_TYPE, REPLIES_MESSAGE_TYPE, Reply, TaskBatch, encode_replies
+from ingest.metrics import WorkerMetrics, serve_metrics
 from ingest.results import Result
 from ingest.settings import Settings
 from worker.faults import FaultPoints
@@ -69,8 +76,13 @@ def _live(message: AbstractIncomingMessage) -> bool:
 class Consumer:
     """Consumes task batches (and dead letters) until `stop()` is called."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, metrics: WorkerMetrics | None = None
+    ) -> None:
         self._settings = settings
+        self.metrics = metrics or WorkerMetrics()
+        self._queue: AbstractQueue | None = None
+        self._last_sample = 0.0
         self._pool = pool
         self._faults = FaultPoints(settings.fault_points)
         self._applier = BatchApplier(settings.base_url)
@@ -87,9 +99,19 @@ class Consumer:
 
     async def run(self) -> None:
         name = f"ingest-worker-{os.getpid()}"
-        async with BrokerLink(self._settings, name, self._attach, self._detach):
+        settings = self._settings
+        async with (
+            serve_metrics(
+                settings.worker_metrics_host,
+                settings.worker_metrics_port,
+                self.metrics.registry,
+                self.consuming.is_set,
+            ),
+            BrokerLink(settings, name, self._attach, self._detach),
+        ):
             while not self._stopping.is_set():
                 self._beat()
+                await self._sample()
                 messages = await self._gather()
                 if messages:
                     await self._handle(messages)
@@ -108,13 +130,15 @@ class Consumer:
         dead_queue = await dead_channel.get_queue(names.dead_queue, ensure=True)
         await queue.consume(self._receive)
         await dead_queue.consume(self._on_dead_letter)
-        self.channel = channel
+        self.channel, self._queue = channel, queue
         self.consuming.set()
+        self.metrics.consuming.set(1)
         log.info("worker %d consuming %s", os.getpid(), queue.name)
 
     def _detach(self) -> None:
         self.consuming.clear()
-        self.channel = None
+        self.metrics.consuming.set(0)
+        self.channel = self._queue = None
         # What was prefetched on the lost channel is redelivered by the broker; drop our copies.
         while not self._inbox.empty():
             self._inbox.get_nowait()
@@ -124,6 +148,20 @@ class Consumer:
         if self._settings.health_file and self.consuming.is_set():
             with contextlib.suppress(OSError):
                 Path(self._settings.health_file).touch()
+
+    async def _sample(self) -> None:
+        """Refresh the gauges every few seconds (queue depth costs a broker round trip)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._last_sample < 5:
+            return
+        self._last_sample = now
+        self.metrics.pool_size.set(self._pool.get_size())
+        self.metrics.pool_idle.set(self._pool.get_idle_size())
+        queue = self._queue
+        if queue is not None:
+            with contextlib.suppress(Exception):
+                declared = await asyncio.wait_for(queue.declare(), 2)
+                self.metrics.queue_depth.set(declared.message_count or 0)
 
     async def _receive(self, message: AbstractIncomingMessage) -> None:
         self._inbox.put_nowait(message)
@@ -170,10 +208,19 @@ class Consumer:
             await self._nack_all(deliveries)
             return
         self.batches += 1
+        self._observe(results)
         self._faults.maybe_exit("exit-after-commit")
         await self._reply(deliveries, results)
         with contextlib.suppress(Exception):  # a lost ack means a redelivery, which is harmless
             await deliveries[-1].message.ack(multiple=True)
+
+    def _observe(self, results: list[Result]) -> None:
+        self.metrics.batch.observe(len(results))
+        now = time.time()
+        for result in results:
+            self.metrics.outcomes.labels(result.outcome).inc()
+            if result.received_at:
+                self.metrics.end_to_end.observe(max(0.0, now - result.received_at))
 
     async def _decode(self, messages: list[AbstractIncomingMessage]) -> list[_Delivery]:
         deliveries: list[_Delivery] = []
@@ -196,6 +243,7 @@ class Consumer:
                 if self._stopping.is_set() or not _live(deliveries[0].message):
                     return None
                 log.warning("transient failure (%r); retrying in %.1fs", exc, backoff)
+                self.metrics.retries.labels("transient").inc()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
@@ -206,10 +254,12 @@ class Consumer:
         for attempt in range(_RETRIES_IN_PLACE):
             try:
                 async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
-                    return await self._applier.apply(
-                        conn, requests, lambda: self._faults.maybe_exit("exit-before-commit")
-                    )
+                    with self.metrics.batch_seconds.time():
+                        return await self._applier.apply(
+                            conn, requests, lambda: self._faults.maybe_exit("exit-before-commit")
+                        )
             except _RACES:
+                self.metrics.retries.labels("race").inc()
                 if attempt == _RETRIES_IN_PLACE - 1:
                     raise
                 await asyncio.sleep(0.005 * (attempt + 1))
@@ -223,6 +273,7 @@ class Consumer:
                 await message.nack(requeue=True)
             return
         log.exception("a batch of %d messages failed; retrying them one by one", len(deliveries))
+        self.metrics.retries.labels("isolate").inc()
         for delivery in deliveries:
             await self._handle([delivery.message])
 
@@ -273,6 +324,7 @@ class Consumer:
             reason,
             letter,
         )
+        self.metrics.dead_letters.inc()
         with contextlib.suppress(Exception):
             await message.ack()
 
