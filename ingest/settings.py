@@ -159,6 +159,16 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
 
+    log_format: str = Field("json", description="Log format: json (one object a line) or text.")
+    access_log: bool = Field(True, description="Log every HTTP request (tokens redacted).")
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in ("json", "text"):
+            raise ValueError("must be json or text")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _postgres_dsn(cls, value: str) -> str:

@@ -29,6 +29,7 @@ from ingest.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from ingest.logs import redact_path
 from ingest.messages import Operation, TaskRequest, idempotent_request_id
 from ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ingest.metrics import exposition
@@ -38,6 +39,12 @@ from ingest.tasks import render
 from ingest.workflows import FieldType, Workflow, WorkflowDefinition, example, import_url
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("ingest.access")
+
+#: Per-request facts the access log reports.
+REQUEST_ID = web.RequestKey("request_id", str)
+WORKFLOW = web.RequestKey("workflow", str)
+OUTCOME = web.RequestKey("outcome", str)
 
 JSON = "application/json"
 _UNKNOWN_TOKEN = "no workflow has this token"
@@ -82,14 +89,32 @@ _BACKEND_DOWN = (
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Count and time every request by its route pattern (never by the token-bearing path)."""
+    """Count, time and log every request by its route pattern (never the token-bearing path)."""
     started = time.monotonic()
+    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
     response: web.StreamResponse = await handler(request)
+    response.headers["X-Request-Id"] = request_id
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     metrics = request.app[METRICS]
     metrics.requests.labels(route, request.method, str(response.status)).inc()
-    metrics.latency.labels(route).observe(time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    metrics.latency.labels(route).observe(elapsed)
+    if request.app[SETTINGS].access_log:
+        access_log.info(
+            "%s %s %d",
+            request.method,
+            redact_path(request.path),
+            response.status,
+            extra={
+                "request_id": request_id,
+                "status": response.status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "workflow": request.get(WORKFLOW),
+                "outcome": request.get(OUTCOME),
+            },
+        )
     return response
 
 
@@ -105,7 +130,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         retry = str(exc.retry_after)
         return error_response(429, "rate_limited", str(exc), {"Retry-After": retry})
     except _BACKEND_DOWN as exc:
-        log.warning("database unavailable in %s %s: %r", request.method, request.path, exc)
+        log.warning(
+            "database unavailable in %s %s: %r", request.method, redact_path(request.path), exc
+        )
         return error_response(
             503, "unavailable", "the database is unavailable", {"Retry-After": "1"}
         )
@@ -129,7 +156,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, _allow(exc)
         )
     except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.rel_url.path)
+        log.exception("unhandled error in %s %s", request.method, redact_path(request.path))
         return error_response(500, "internal_error", "the server failed; the error is logged")
     return response
 
@@ -146,6 +173,7 @@ async def _workflow_of(request: web.Request) -> Workflow:
     workflow = await request.app[EDGE].workflows.by_token(request.match_info["token"])
     if workflow is None:
         raise NotFound(_UNKNOWN_TOKEN)
+    request[WORKFLOW] = workflow.public_id
     return workflow
 
 
@@ -194,6 +222,7 @@ async def _submit(
     if key is not None:
         stored = await fetch_result(edge.pool, task_request.id, workflow.id)
         if stored is not None:
+            request[OUTCOME] = "replayed"
             return _replayed(stored, task_request)
     preferences = parse_prefer(request.headers.getall("Prefer", []))
     budget = preferences.budget(settings.sync_timeout)
@@ -211,12 +240,15 @@ async def _submit(
         result = "replied" if reply is not None else "timeout"
         metrics.sync_wait.labels(result).observe(time.monotonic() - confirmed)
     if reply is not None:
+        request[OUTCOME] = "answered"
         return _final(reply.http_status, reply.body)
     if budget > 0:
         # The reply is only a wake-up: the result may be committed with its reply lost.
         stored = await fetch_result(edge.pool, task_request.id, workflow.id)
         if stored is not None:
+            request[OUTCOME] = "answered"
             return _replayed(stored, task_request)
+    request[OUTCOME] = "accepted"
     return _accepted(request, workflow, task_request.id, preferences.respond_async)
 
 
@@ -254,6 +286,7 @@ def _replayed(stored: Result, request: TaskRequest) -> web.Response:
 
 
 def _final(status: int, body: str) -> web.Response:
+    """A worker's answer (sync reply or stored result) as the HTTP response."""
     if status == 204:
         return web.Response(status=204)
     return web.Response(body=body.encode(), status=status, content_type=JSON)
