@@ -31,6 +31,11 @@ fmt: install
 	$(BIN)/ruff format ingest worker tests
 	$(BIN)/ruff check --fix ingest worker tests
 
+## Benchmarks: ingest beside a direct insert and a bare aiohttp server (prints a table).
+bench: install
+	command -v wrk >/dev/null || (apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk))
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 ## Regenerate the README's settings table from the Settings class.
 readme: install
 	$(BIN)/python -c "import re, pathlib; from ingest.settings import settings_table as t; \
