@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+#: `make test` runs everything but the slow part of the fault suite; `make chaos` runs all of it.
+TEST_MARKERS ?= not chaos or ci
 
-.PHONY: install run test lint fmt bench clean readme
+.PHONY: install run test chaos lint fmt bench clean readme
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +22,11 @@ run: install
 
 ## The whole test suite against the local Postgres and RabbitMQ.
 test: install
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "$(TEST_MARKERS)" $(PYTEST_ARGS)
+
+## The whole fault suite: private Postgres and RabbitMQ, kills, restarts, cuts (several minutes).
+chaos: install
+	$(BIN)/pytest -m chaos -v $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check ingest worker tests

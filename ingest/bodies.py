@@ -42,40 +42,50 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _depth(value: object, limit: int) -> int:
+def _inspect(value: object, limit: int, strict_strings: bool) -> None:
+    """Refuse nesting deeper than `limit`, NUL characters, and (when the parser let them through)
+    lone surrogates, which Postgres and every JSON encoder downstream would refuse."""
     stack: list[tuple[object, int]] = [(value, 1)]
-    deepest = 0
     while stack:
         item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            break
+        if depth > limit:
+            raise MalformedBody(f"JSON nesting deeper than {limit} levels is not accepted")
         if isinstance(item, dict):
+            stack.extend((key, depth + 1) for key in item)
             stack.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):
             stack.extend((child, depth + 1) for child in item)
-    return deepest
+        elif isinstance(item, str):
+            _check_string(item, strict_strings)
+
+
+def _check_string(text: str, strict: bool) -> None:
+    if "\x00" in text:
+        raise MalformedBody("strings cannot contain \\u0000")
+    if strict:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedBody("strings cannot contain lone surrogates") from None
 
 
 def accept_json_object(body: bytes) -> str:
     """The body as text when it is one well-formed JSON object ingest can store; else raise."""
     if not body.strip():
         raise MalformedBody("request body is empty; send a JSON object")
-    if b"\\u0000" in body:
-        raise MalformedBody("strings cannot contain \\u0000")
     try:
         value = orjson.loads(body)
+        strict = False  # orjson refuses invalid UTF-8 and lone surrogates itself
     except orjson.JSONDecodeError:
         # orjson refuses integers beyond 64 bits; the exact parser decides those (and errors).
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedBody("request body is not valid UTF-8") from None
-        value = parse_payload(text)
+        value, strict = parse_payload(text), True
     else:
         if not isinstance(value, dict):
             raise MalformedBody("request body must be a JSON object")
         text = body.decode("utf-8")
-    if _depth(value, MAX_DEPTH) > MAX_DEPTH:
-        raise MalformedBody(f"JSON nesting deeper than {MAX_DEPTH} levels is not accepted")
+    _inspect(value, MAX_DEPTH, strict)
     return text

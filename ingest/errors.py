@@ -11,6 +11,8 @@
     │   ├── RateLimited        over the workflow's request rate
     │   └── BodyTimeout        the body did not arrive within the read deadline
     ├── NotFound               unknown token, workflow, task or request id
+    ├── Unauthorized           the admin token is missing or wrong
+    ├── Forbidden              the admin API is closed (no admin token configured)
     ├── Unavailable            a backend cannot take the request now (retry later)
     │   ├── PublishFailed      broker nack, return, timeout or closed channel
     │   └── Backlogged         the edge's publish backlog is full
@@ -77,6 +79,14 @@ class BodyTimeout(RequestError):
 
 class NotFound(IngestError):
     """Raised when a token, workflow, task or request id names nothing we know."""
+
+
+class Unauthorized(IngestError):
+    """Raised when a request to the admin API lacks the right bearer token."""
+
+
+class Forbidden(IngestError):
+    """Raised when the admin API is used while no admin token is configured."""
 
 
 class Unavailable(IngestError):

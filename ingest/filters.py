@@ -35,11 +35,15 @@ class Page:
     next_cursor: str | None
 
 
+#: Numbers beyond this many digits or this exponent cannot be stored, so cannot match.
+MAX_NUMBER_DIGITS = 1000
+
+
 def _typed(spec: FieldSpec, text: str) -> Any:
     try:
         if spec.type in (FieldType.NUMBER, FieldType.CURRENCY):
             number = Decimal(text)
-            if not number.is_finite():
+            if not number.is_finite() or abs(number.adjusted()) > MAX_NUMBER_DIGITS:
                 raise InvalidOperation
             return number
         if spec.type is FieldType.DATE:
@@ -94,15 +98,18 @@ def encode_cursor(task_id: int) -> str:
 
 def decode_cursor(cursor: str) -> int:
     try:
-        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+        task_id = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
     except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise InvalidFilter("cursor is not one this service handed out") from None
+        task_id = -1
+    if not 0 <= task_id < 2**63:
+        raise InvalidFilter("cursor is not one this service handed out")
+    return task_id
 
 
 def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
         raise InvalidFilter(f"limit must be a whole number from 1 to {MAX_LIMIT}")
     return int(text)
 
@@ -116,6 +123,8 @@ async def list_tasks(
     params = dict(query)
     limit = _limit(params.get(LIMIT) if LIMIT not in names else None)
     for name, text in query:
+        if "\x00" in text:
+            raise InvalidFilter(f"the value of {name!r} contains a NUL character")
         if name in names:
             sql.field(names[name], text)
         elif name == STAGE:

@@ -21,11 +21,13 @@ from ingest.errors import (
     BodyTimeout,
     BodyTooLarge,
     DefinitionError,
+    Forbidden,
     IngestError,
     InvalidHeader,
     MalformedBody,
     NotFound,
     RateLimited,
+    Unauthorized,
     Unavailable,
     UnsupportedMediaType,
 )
@@ -67,6 +69,7 @@ _STATUS_OF: list[tuple[type[IngestError], int, str]] = [
     (BodyTooLarge, 413, "body_too_large"),
     (UnsupportedMediaType, 415, "unsupported_media_type"),
     (NotFound, 404, "not_found"),
+    (Forbidden, 403, "admin_api_disabled"),
     (InvalidHeader, 400, "invalid_header"),
     (BodyTimeout, 408, "request_timeout"),
     (filters.InvalidFilter, 400, "invalid_filter"),
@@ -138,6 +141,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         )
     except DefinitionError as exc:
         return json_response({"error": "invalid_definition", "problems": exc.problems}, 422)
+    except Unauthorized as exc:
+        challenge = {"WWW-Authenticate": 'Bearer realm="ingest-admin"'}
+        return error_response(401, "unauthorized", str(exc), challenge)
     except IngestError as exc:
         for kind, status, code in _STATUS_OF:
             if isinstance(exc, kind):
@@ -329,12 +335,26 @@ async def get_task(request: web.Request) -> web.Response:
 
 
 def _canonical_key(workflow: Workflow, value: str) -> str:
+    """The stored form of a Unique ID given in a URL; a value no task can have raises NotFound."""
+    if "\x00" in value or len(value) > 10_000:
+        raise NotFound("no task has this id")
     unique = workflow.unique_field
     if unique is not None and unique.type is FieldType.NUMBER:
         try:
-            return format(Decimal(value).normalize(), "f")
+            number = Decimal(value)
         except InvalidOperation:
             return value
+        if not number.is_finite() or abs(number.adjusted()) > 1000:
+            raise NotFound("no task has this id")
+        return format(number.normalize(), "f")
+    return value
+
+
+def _path_id(request: web.Request, name: str) -> str:
+    """A public id from the path; one that cannot exist (NUL, absurd length) is simply unknown."""
+    value = request.match_info[name]
+    if "\x00" in value or len(value) > 200:
+        raise NotFound(f"no {name.removesuffix('_id')} has this id")
     return value
 
 
@@ -356,10 +376,10 @@ async def list_tasks(request: web.Request) -> web.Response:
 async def task_by_url(request: web.Request) -> web.Response:
     """The `Task URL`: an unguessable capability link that never carries the token."""
     settings, edge = request.app[SETTINGS], request.app[EDGE]
-    workflow = await store.workflow_by_public_id(edge.pool, request.match_info["workflow_id"])
+    workflow = await store.workflow_by_public_id(edge.pool, _path_id(request, "workflow_id"))
     task = None
     if workflow is not None:
-        task = await store.task_by_public_id(edge.pool, workflow.id, request.match_info["task_id"])
+        task = await store.task_by_public_id(edge.pool, workflow.id, _path_id(request, "task_id"))
     if workflow is None or task is None:
         raise NotFound("no task has this URL")
     return json_response(render(workflow, task, settings.base_url))
@@ -371,15 +391,11 @@ async def task_by_url(request: web.Request) -> web.Response:
 def _require_admin(request: web.Request) -> None:
     expected = request.app[SETTINGS].admin_token
     if not expected:
-        raise web.HTTPForbidden(reason="Admin API Disabled; set INGEST_ADMIN_TOKEN")
+        raise Forbidden("the admin API is disabled: set INGEST_ADMIN_TOKEN to enable it")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), expected.encode()
-    ):
-        raise web.HTTPUnauthorized(
-            reason="Admin Token Required",
-            headers={"WWW-Authenticate": 'Bearer realm="ingest-admin"'},
-        )
+    given_bytes = given.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, expected.encode()):
+        raise Unauthorized("send the admin token as 'Authorization: Bearer <token>'")
 
 
 async def create_workflow(request: web.Request) -> web.Response:
@@ -408,7 +424,7 @@ async def list_workflows(request: web.Request) -> web.Response:
 async def _admin_workflow(request: web.Request) -> Workflow:
     _require_admin(request)
     workflow = await store.workflow_by_public_id(
-        request.app[EDGE].pool, request.match_info["workflow_id"]
+        request.app[EDGE].pool, _path_id(request, "workflow_id")
     )
     if workflow is None:
         raise NotFound("no workflow has this id")

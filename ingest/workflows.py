@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ingest.errors import DefinitionError
 
+#: Field ids are small integers (they key typed values in Postgres' integer column).
+MAX_FIELD_ID = 100_000
 STAGE = "Stage"
 ASSIGNED_TO = "Assigned To"
 TASK_URL = "Task URL"
@@ -67,7 +69,7 @@ class FieldSpec(BaseModel):
     required: bool = False
     options: tuple[str, ...] = ()
     #: Stable id of the field inside its workflow; assigned on create, kept across renames.
-    id: int = 0
+    id: int = Field(default=0, ge=0, le=MAX_FIELD_ID)
 
 
 class WorkflowDefinition(BaseModel):
@@ -76,7 +78,7 @@ class WorkflowDefinition(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    fields: tuple[FieldSpec, ...] = ()
+    fields: tuple[FieldSpec, ...] = Field(default=(), max_length=1000)
     unique_id: str | None = None
     stages: tuple[str, ...] = ("Not Started", "In Progress", "Done")
     members: tuple[str, ...] = ()

@@ -57,12 +57,25 @@ def _text(limit: int) -> Callable[[Any], str]:
         if isinstance(value, bool):
             raise _fail(INVALID)
         if isinstance(value, int | Decimal):
-            value = format(value, "f")
+            value = number_text(value, limit)
         if not isinstance(value, str) or len(value) > limit or "\x00" in value:
             raise _fail(INVALID)
         return value
 
     return check
+
+
+def number_text(value: int | Decimal, limit: int) -> str:
+    """A JSON number given for a text field, as the text it was written as (42 → "42")."""
+    if isinstance(value, int):
+        text = str(value)
+    elif not value.is_finite() or abs(value.adjusted()) > limit:
+        raise _fail(INVALID)
+    else:
+        text = str(value) if "E" not in str(value) else format(value, "f")
+    if len(text) > limit:
+        raise _fail(INVALID)
+    return text
 
 
 def to_number(value: Any) -> Decimal:
