@@ -125,10 +125,12 @@ class PrivatePostgres:
             await self.stop("immediate")
         finally:
             if self.base is not None:
-                await self._reap_orphans(10)
-                self._remove_shared_memory()
-                shutil.rmtree(self.base, ignore_errors=True)
-                self.base = None
+                try:
+                    await self._reap_orphans(10)
+                finally:
+                    self._remove_shared_memory()
+                    shutil.rmtree(self.base, ignore_errors=True)
+                    self.base = None
 
     async def start(self) -> None:
         if self.pid is not None:
@@ -139,7 +141,11 @@ class PrivatePostgres:
             self._proc = await self._spawn(
                 [str(PG_BIN / "postgres"), "-D", str(self.data_dir), *options], log
             )
-        await self.wait_ready(self.startup_timeout)
+        try:
+            await self.wait_ready(self.startup_timeout)
+        except BaseException:
+            await self.kill()  # no half-started server left behind for the next start()
+            raise
 
     async def wait_ready(self, within: float = 30.0) -> None:
         """Until a client can connect and query; fails early if the postmaster exits."""

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import struct
 from collections.abc import Coroutine
 from enum import Enum
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -22,12 +24,35 @@ QUEUE_CHUNKS = 64
 CONNECT_TIMEOUT = 5.0
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now (another process may still take it: rare)."""
+#: Ports of the machine's shared services and of rabbitmqctl's own distribution, never handed out.
+RESERVED_PORTS = {4369, 5432, 5672, 6379, 8080, 15672, 25672, *range(35672, 35683)}
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port() -> int:
+    """A port nothing is bound to now, from below the kernel's ephemeral range: a server restarted
+    on it later must not find it taken meanwhile by some client's outgoing connection."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(20000, max(low, 20001))
+        if port not in RESERVED_PORTS and _bindable(port):
+            return port
+    raise RuntimeError("no free TCP port found")
 
 
 class Mode(Enum):
@@ -200,6 +225,13 @@ class FaultProxy:
             )
         except (OSError, TimeoutError):
             _rst(writer)  # what the client would see from a dead target
+            return
+        except asyncio.CancelledError:  # the proxy is closing
+            writer.close()
+            raise
+        if self.mode is Mode.CUT:  # cut while we were connecting
+            writer.close()
+            upstream[1].close()
             return
         link = _Link((reader, writer), upstream)
         self._links.add(link)

@@ -1,0 +1,283 @@
+"""The fault suite: every scenario runs concurrent load through real processes against a private
+Postgres and RabbitMQ, injects its fault, heals, and checks the history (tests/harness/history.py):
+0 lost, 0 duplicated, 0 unexpected, every 202 final, no request past its bounded timeouts.
+
+`make chaos` runs all of it; tests marked `ci` also run in `make test`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+
+import aio_pika
+import pytest
+
+from tests.harness.cluster import Cluster
+from tests.harness.history import History, Report, check, load, settle
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
+
+Fault = Callable[[Cluster], Awaitable[None]]
+#: Publish and database waits are a few seconds in these tests; nothing may take much longer.
+MAX_REQUEST_SECONDS = 16.0
+
+
+async def run_scenario(
+    tmp_path,
+    fault: Fault,
+    *,
+    count: int = 20_000,
+    concurrency: int = 16,
+    edges: int = 1,
+    workers: int = 2,
+    retries: int = 0,
+    prefer: str = "wait=2",
+    worker_settings: dict | None = None,
+    cluster_settings: dict | None = None,
+) -> Report:
+    async with Cluster(tmp_path, **(cluster_settings or {})) as cluster:
+        urls = [await cluster.start_edge(i) for i in range(edges)]
+        for index in range(workers):
+            await cluster.start_worker(index, **(worker_settings or {}))
+        await cluster.wait_consumers(1)
+        # RabbitMQ 3.10 writes a new quorum queue's metadata lazily; a kill before that loses it.
+        await cluster.rabbit.sync_metadata()
+        history = History()
+        assert cluster.workflow is not None
+        healed = asyncio.Event()
+        loading = asyncio.create_task(
+            load(
+                urls,
+                cluster.token,
+                history,
+                until=healed,
+                count=count,
+                concurrency=concurrency,
+                retries=retries,
+                prefer=prefer,
+            )
+        )
+        await asyncio.sleep(1)
+        await fault(cluster)
+        await asyncio.sleep(2)  # load goes on a little after the fault heals
+        healed.set()
+        await asyncio.wait_for(loading, 120)
+        await cluster.wait_consumers(1)
+        await settle(cluster.pool, cluster.workflow.id, history, within=90)
+        report = await check(cluster.pool, cluster.workflow.id, history)
+        print(f"\n{tmp_path.name}: {report}")
+        assert report.ok, f"{report}\n{cluster.logs()}"
+        assert report.acknowledged > 0, report
+        assert report.slowest < MAX_REQUEST_SECONDS, report
+        return report
+
+
+# ------------------------------------------------------------------------------------- workers
+
+
+@pytest.mark.ci
+async def test_worker_killed_after_commit_before_ack(tmp_path):
+    async def fault(cluster: Cluster) -> None:
+        # The armed worker commits its first batch, then SIGKILLs itself before acking.
+        await cluster.start_worker(9, fault_points="exit-after-commit")
+        await cluster.wait_exit(cluster.workers[9], within=30)
+
+    await run_scenario(tmp_path, fault, workers=1)
+
+
+async def test_worker_killed_before_commit(tmp_path):
+    async def fault(cluster: Cluster) -> None:
+        await cluster.start_worker(9, fault_points="exit-before-commit")
+        await cluster.wait_exit(cluster.workers[9], within=30)
+
+    await run_scenario(tmp_path, fault, workers=1)
+
+
+async def test_workers_killed_hard_under_load(tmp_path):
+    async def fault(cluster: Cluster) -> None:
+        for _ in range(3):
+            await asyncio.sleep(1)
+            cluster.kill(cluster.workers[0])
+            await cluster.start_worker(0)
+
+    await run_scenario(tmp_path, fault)
+
+
+# --------------------------------------------------------------------------------------- edges
+
+
+async def test_edge_killed_between_publish_and_answer_clients_retry(tmp_path):
+    async def fault(cluster: Cluster) -> None:
+        await asyncio.sleep(1)
+        cluster.kill(cluster.edges[0])
+        await cluster.start_edge(0)
+
+    await run_scenario(tmp_path, fault, retries=8)
+
+
+async def test_edge_restart_while_clients_wait_synchronously(tmp_path):
+    async def fault(cluster: Cluster) -> None:
+        await cluster.stop_workers_for(2.0)
+        assert await cluster.terminate(cluster.edges[0]) == 0
+        await cluster.start_edge(0)
+
+    await run_scenario(tmp_path, fault, retries=8, prefer="wait=5")
+
+
+# -------------------------------------------------------------------------------------- broker
+
+
+@pytest.mark.ci
+async def test_broker_killed_and_restarted(tmp_path):
+    async def fault(cluster: Cluster) -> None:
+        await asyncio.sleep(1)
+        await cluster.rabbit.kill()
+        await asyncio.sleep(1)
+        await cluster.rabbit.restart(clean=False)
+        await cluster.wait_consumers(1)
+
+    await run_scenario(tmp_path, fault, retries=8)
+
+
+async def test_broker_clean_restart(tmp_path):
+    async def fault(cluster: Cluster) -> None:
+        await asyncio.sleep(1)
+        await cluster.rabbit.restart(clean=True)
+        await cluster.wait_consumers(1)
+
+    await run_scenario(tmp_path, fault, retries=8)
+
+
+async def test_broker_memory_alarm_blocks_publishes_without_loss(tmp_path):
+    async def fault(cluster: Cluster) -> None:
+        await asyncio.sleep(1)
+        await cluster.rabbit.ctl("set_vm_memory_high_watermark", "0")
+        await asyncio.sleep(5)
+        await cluster.rabbit.ctl("set_vm_memory_high_watermark", "0.4")
+
+    await run_scenario(tmp_path, fault, retries=8)
+
+
+async def test_queue_full_rejects_with_503_and_loses_nothing(tmp_path):
+    async def fault(cluster: Cluster) -> None:
+        await cluster.stop_workers_for(4.0)
+
+    report = await run_scenario(
+        tmp_path,
+        fault,
+        retries=3,
+        prefer="respond-async",
+        cluster_settings={"queue_max_length": 30},
+    )
+    assert report.statuses.get("503", 0) > 0 or report.recovered > 0, report
+
+
+async def test_unroutable_publish_is_503_until_the_binding_returns(tmp_path):
+    async def fault(cluster: Cluster) -> None:
+        await asyncio.sleep(1)
+        connection = await aio_pika.connect(cluster.rabbit.url, timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.get_queue("fault.tasks", ensure=True)
+            await queue.unbind("fault.tasks", routing_key="fault.tasks")
+        await asyncio.sleep(2)
+        # A restarted worker declares the topology again, binding included.
+        cluster.kill(cluster.workers[0])
+        await cluster.start_worker(0)
+
+    await run_scenario(tmp_path, fault, retries=8)
+
+
+# ----------------------------------------------------------------------------------- databases
+
+
+@pytest.mark.ci
+async def test_postgres_immediate_stop_and_restart(tmp_path):
+    async def fault(cluster: Cluster) -> None:
+        await asyncio.sleep(1)
+        await cluster.pg.stop("immediate")
+        await asyncio.sleep(3)
+        await cluster.pg.start()
+
+    await run_scenario(tmp_path, fault, retries=8)
+
+
+async def test_database_stall_longer_than_the_consumer_timeout(tmp_path):
+    async def fault(cluster: Cluster) -> None:
+        await cluster.rabbit.ctl("eval", "application:set_env(rabbit, consumer_timeout, 4000).")
+        await asyncio.sleep(1)
+        await cluster.worker_db.blackhole()
+        await asyncio.sleep(10)
+        await cluster.worker_db.heal()
+
+    await run_scenario(tmp_path, fault, retries=8)
+
+
+# ------------------------------------------------------------------------------------- network
+
+
+@pytest.mark.ci
+async def test_network_blackhole_between_edge_and_broker(tmp_path):
+    async def fault(cluster: Cluster) -> None:
+        await asyncio.sleep(1)
+        await cluster.edge_amqp.blackhole()
+        await asyncio.sleep(6)
+        await cluster.edge_amqp.heal()
+
+    await run_scenario(tmp_path, fault, retries=8)
+
+
+async def test_network_blackhole_between_workers_and_broker_and_database(tmp_path):
+    async def fault(cluster: Cluster) -> None:
+        await asyncio.sleep(1)
+        await cluster.worker_amqp.blackhole()
+        await cluster.worker_db.blackhole()
+        await asyncio.sleep(6)
+        await cluster.worker_amqp.heal()
+        await cluster.worker_db.heal()
+
+    await run_scenario(tmp_path, fault, retries=8)
+
+
+async def test_network_resets_and_delays(tmp_path):
+    async def fault(cluster: Cluster) -> None:
+        await cluster.worker_db.delay(0.2)
+        await cluster.edge_amqp.reset()
+        await asyncio.sleep(2)
+        await cluster.worker_amqp.reset()
+        await asyncio.sleep(2)
+        await cluster.worker_db.heal()
+
+    await run_scenario(tmp_path, fault, retries=8)
+
+
+# ---------------------------------------------------------------------------------------- soak
+
+
+async def test_bounded_random_fault_soak(tmp_path):
+    rng = random.Random(20261129)
+
+    async def fault(cluster: Cluster) -> None:
+        actions = [
+            lambda: cluster.worker_db.blackhole(),
+            lambda: cluster.worker_amqp.reset(),
+            lambda: cluster.edge_amqp.blackhole(),
+            lambda: cluster.edge_db.delay(0.1),
+            lambda: cluster.rabbit.restart(clean=False),
+            lambda: cluster.pg.restart("immediate"),
+        ]
+        for _ in range(6):
+            await rng.choice(actions)()
+            await asyncio.sleep(rng.uniform(1, 3))
+            for proxy in (
+                cluster.worker_db,
+                cluster.worker_amqp,
+                cluster.edge_amqp,
+                cluster.edge_db,
+            ):
+                await proxy.heal()
+            await asyncio.sleep(rng.uniform(0.5, 2))
+
+    await run_scenario(tmp_path, fault, retries=10, edges=2)
