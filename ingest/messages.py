@@ -44,6 +44,10 @@ class TaskRequest:
     operation: Operation
     body: str
     received_at: float
+    #: Sent with an Idempotency-Key: its id may already have a result from an earlier message.
+    keyed: bool = False
+    #: A client waits for the answer, so the worker sends a reply after commit.
+    wants_reply: bool = True
 
     @property
     def fingerprint(self) -> bytes:
@@ -58,6 +62,8 @@ class TaskRequest:
             "op": self.operation.value,
             "body": self.body,
             "at": self.received_at,
+            "key": self.keyed,
+            "reply": self.wants_reply,
         }
 
     @classmethod
@@ -69,6 +75,8 @@ class TaskRequest:
             operation=Operation(raw["op"]),
             body=str(raw["body"]),
             received_at=float(raw["at"]),
+            keyed=bool(raw.get("key", True)),
+            wants_reply=bool(raw.get("reply", True)),
         )
 
 

@@ -100,7 +100,7 @@ class Settings(BaseSettings):
         description="Task requests a worker applies in one transaction at most.",
     )
     worker_batch_linger: float = Field(
-        default=0.002,
+        default=0.0,
         ge=0,
         le=1,
         description="Seconds a worker waits to fill a batch once it has one message.",

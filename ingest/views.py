@@ -217,6 +217,8 @@ async def _submit(
 ) -> web.Response:
     settings, edge = request.app[SETTINGS], request.app[EDGE]
     key = _idempotency_key(request)
+    preferences = parse_prefer(request.headers.getall("Prefer", []))
+    budget = preferences.budget(settings.sync_timeout)
     task_request = TaskRequest(
         id=idempotent_request_id(workflow.id, key) if key else uuid.uuid4(),
         workflow_id=workflow.id,
@@ -224,14 +226,14 @@ async def _submit(
         operation=operation,
         body=body,
         received_at=time.time(),
+        keyed=key is not None,
+        wants_reply=budget > 0,
     )
     if key is not None:
         stored = await fetch_result(edge.pool, task_request.id, workflow.id)
         if stored is not None:
             request[OUTCOME] = "replayed"
             return _replayed(stored, task_request)
-    preferences = parse_prefer(request.headers.getall("Prefer", []))
-    budget = preferences.budget(settings.sync_timeout)
     waiter = edge.inbox.expect(task_request.id)
     try:
         await edge.publisher.publish(task_request)

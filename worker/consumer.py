@@ -250,13 +250,23 @@ class Consumer:
 
     async def _apply_with_retries(self, deliveries: list[_Delivery]) -> list[Result]:
         requests = [request for d in deliveries for request in d.batch.requests]
+        # Only a redelivery or an Idempotency-Key retry can find a result already stored.
+        suspects = {
+            request.id
+            for d in deliveries
+            for request in d.batch.requests
+            if d.message.redelivered or request.keyed
+        }
         self._faults.check_poison(requests)
         for attempt in range(_RETRIES_IN_PLACE):
             try:
                 async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
                     with self.metrics.batch_seconds.time():
                         return await self._applier.apply(
-                            conn, requests, lambda: self._faults.maybe_exit("exit-before-commit")
+                            conn,
+                            requests,
+                            lambda: self._faults.maybe_exit("exit-before-commit"),
+                            None if attempt else suspects,
                         )
             except _RACES:
                 self.metrics.retries.labels("race").inc()
@@ -291,13 +301,18 @@ class Consumer:
             if delivery.batch.reply_to:
                 by_edge[delivery.batch.reply_to].extend(
                     Reply(r.request_id, r.http_status, r.body)
-                    for r in results[position : position + count]
+                    for request, r in zip(
+                        delivery.batch.requests, results[position : position + count], strict=True
+                    )
+                    if request.wants_reply
                 )
             position += count
         channel = self.channel
         if channel is None:
             return
         for reply_to, replies in by_edge.items():
+            if not replies:
+                continue
             message = aio_pika.Message(
                 encode_replies(replies), content_type=CONTENT_TYPE, type=REPLIES_MESSAGE_TYPE
             )

@@ -97,10 +97,17 @@ class BatchApplier:
         conn: Connection,
         requests: list[TaskRequest],
         before_commit: Callable[[], None] = lambda: None,
+        may_be_done: set[uuid.UUID] | None = None,
     ) -> list[Result]:
-        """Apply `requests` in one transaction; results come back in request order."""
+        """Apply `requests` in one transaction; results come back in request order.
+
+        `may_be_done` names the requests that can already have a stored result (None: any); the
+        others skip that look-up. Should one be wrong, the result insert conflicts and the batch
+        runs again with every request looked up.
+        """
         async with conn.transaction():
-            done = await stored_results(conn, [r.id for r in requests])
+            lookup = [r.id for r in requests if may_be_done is None or r.id in may_be_done]
+            done = await stored_results(conn, lookup) if lookup else {}
             # A request redelivered into the same batch as its first delivery runs once.
             fresh = _first_deliveries(requests, done)
             by_workflow: dict[int, list[TaskRequest]] = defaultdict(list)
