@@ -32,7 +32,14 @@ from ingest.results import Result, insert_results, stored_results
 from ingest.store import Connection, lock_tasks, value_column, workflow_by_id
 from ingest.tasks import Outcome, TaskRecord, Value, new_task_public_id, render
 from ingest.workflows import FieldType, Workflow
-from worker.validation import BLANK, ValidatorCache, is_blank
+from worker.validation import (
+    BLANK,
+    ParsedTask,
+    TaskValidator,
+    ValidatorCache,
+    canonical_key,
+    is_blank,
+)
 
 
 class RetryBatch(IngestError):
@@ -136,7 +143,12 @@ class BatchApplier:
                 payloads[request.id] = parse_payload(request.body)
             except MalformedBody:
                 payloads[request.id] = None
-        keys = {r.id: _key_of(r, validator, payloads[r.id]) for r in requests}
+        parsed = {
+            r.id: validator.parse(payload)
+            for r in requests
+            if (payload := payloads[r.id]) is not None and r.operation is not Operation.DELETE
+        }
+        keys = {r.id: _key_of(r, validator, payloads[r.id], parsed.get(r.id)) for r in requests}
         existing = await lock_tasks(conn, workflow.id, sorted({k for k in keys.values() if k}))
         tasks = {key: _TaskState(record=record, is_new=False) for key, record in existing.items()}
         deleted: list[int] = []
@@ -150,7 +162,7 @@ class BatchApplier:
                 results[request.id] = self._delete_one(request, keys[request.id], tasks, deleted)
             else:
                 results[request.id] = self._apply_one(
-                    workflow, validator, request, payload, keys[request.id], tasks
+                    workflow, parsed[request.id], request, payload, keys[request.id], tasks
                 )
         await _delete_tasks(conn, deleted)
         await self._write(conn, workflow, tasks)
@@ -163,13 +175,12 @@ class BatchApplier:
     def _apply_one(
         self,
         workflow: Workflow,
-        validator: Any,
+        parsed: ParsedTask,
         request: TaskRequest,
         payload: dict[str, Any],
         key: str | None,
         tasks: dict[str, _TaskState],
     ) -> tuple[Result, str | None]:
-        parsed = validator.parse(payload)
         errors = {name: list(messages) for name, messages in parsed.errors.items()}
         unique = workflow.unique_field
         if unique is not None and key is None and unique.name not in errors:
@@ -197,7 +208,7 @@ class BatchApplier:
             record = TaskRecord(
                 public_id=key if unique is None else new_task_public_id(),
                 unique_key=key,
-                stage=parsed.stage if parsed.stage_supplied else workflow.default_stage,
+                stage=parsed.stage or workflow.default_stage,
                 assigned_to=parsed.assigned_to,
                 values={fid: v for fid, v in parsed.values.items() if v is not None},
             )
@@ -256,14 +267,26 @@ def _with_task_id(result: Result, task_id: int | None) -> Result:
     return result if task_id is None else dataclasses.replace(result, task_id=task_id)
 
 
-def _key_of(request: TaskRequest, validator: Any, payload: dict[str, Any] | None) -> str | None:
+def _key_of(
+    request: TaskRequest,
+    validator: TaskValidator,
+    payload: dict[str, Any] | None,
+    parsed: ParsedTask | None,
+) -> str | None:
+    """The canonical Unique ID a request names (None: missing, blank or invalid)."""
     if payload is None:
         return None
     if request.operation is Operation.DELETE:
         key = payload.get("key")
         return key if isinstance(key, str) and key else None
-    key_text: str | None = validator.unique_key(payload)
-    return key_text
+    unique = validator.workflow.unique_field
+    if unique is None:
+        return None
+    if parsed is not None and not parsed.errors:
+        value = parsed.values.get(unique.id)
+        return None if is_blank(value) else canonical_key(value)
+    # Other fields failed validation, so the parse kept no values: check the Unique ID alone.
+    return validator.unique_key(payload)
 
 
 async def _delete_tasks(conn: Connection, task_ids: list[int]) -> None:
@@ -376,20 +399,26 @@ _VALUE_UPSERT = (
 
 
 async def _write_values(conn: Connection, workflow: Workflow, states: Any) -> None:
+    """Write changed values: COPY for new tasks (nothing to conflict with), upsert for the rest."""
     types = {spec.id: spec.type for spec in workflow.definition.fields}
+    fresh: list[tuple[Any, ...]] = []
     columns: dict[str, list[Any]] = defaultdict(list)
     cleared_tasks: list[int] = []
     cleared_fields: list[int] = []
     for state in states:
-        if not state.changed_fields:
-            continue
         for field_id in sorted(state.changed_fields):
             value = state.record.values.get(field_id)
             if value is None:
                 cleared_tasks.append(state.record.id)
                 cleared_fields.append(field_id)
+            elif state.is_new:
+                fresh.append(_value_record(state.record.id, field_id, types[field_id], value))
             else:
                 _add_value_row(columns, state.record.id, field_id, types[field_id], value)
+    if fresh:
+        await conn.copy_records_to_table(
+            "task_values", records=fresh, columns=["task_id", "field_id", *_COLUMNS]
+        )
     if columns:
         await conn.execute(
             _VALUE_UPSERT,
@@ -419,6 +448,14 @@ _COLUMNS = (
     "boolean_value",
     "list_value",
 )
+
+
+def _value_record(
+    task_id: int | None, field_id: int, kind: FieldType, value: Value
+) -> tuple[Any, ...]:
+    """One `task_values` row: the value in its type's column, NULL in the others."""
+    target = value_column(kind)
+    return (task_id, field_id, *(value if column == target else None for column in _COLUMNS))
 
 
 def _add_value_row(
