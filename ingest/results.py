@@ -102,17 +102,12 @@ def status_document(public_id: str, result: Result | None) -> dict[str, Any]:
     return document
 
 
-async def fetch_result(
-    conn: Pool | Connection, request_id: uuid.UUID, workflow_id: int
-) -> Result | None:
-    row = await conn.fetchrow(
-        "SELECT request_id, workflow_id, http_status, outcome, body, task_id, completed_at,"
-        " fingerprint FROM request_results WHERE request_id = $1 AND workflow_id = $2",
-        request_id,
-        workflow_id,
-    )
-    if row is None:
-        return None
+_SELECTED = (
+    "request_id, workflow_id, http_status, outcome, body, task_id, completed_at, fingerprint"
+)
+
+
+def _result(row: Any) -> Result:
     return Result(
         request_id=row["request_id"],
         workflow_id=row["workflow_id"],
@@ -125,25 +120,23 @@ async def fetch_result(
     )
 
 
+async def fetch_result(
+    conn: Pool | Connection, request_id: uuid.UUID, workflow_id: int
+) -> Result | None:
+    row = await conn.fetchrow(
+        f"SELECT {_SELECTED} FROM request_results WHERE request_id = $1 AND workflow_id = $2",
+        request_id,
+        workflow_id,
+    )
+    return None if row is None else _result(row)
+
+
 async def stored_results(conn: Connection, request_ids: list[uuid.UUID]) -> dict[uuid.UUID, Result]:
     """Results already committed for these requests (a redelivery must not apply them twice)."""
     rows = await conn.fetch(
-        "SELECT request_id, workflow_id, http_status, outcome, body, task_id, fingerprint"
-        " FROM request_results WHERE request_id = ANY($1::uuid[])",
-        request_ids,
+        f"SELECT {_SELECTED} FROM request_results WHERE request_id = ANY($1::uuid[])", request_ids
     )
-    return {
-        row["request_id"]: Result(
-            request_id=row["request_id"],
-            workflow_id=row["workflow_id"],
-            http_status=row["http_status"],
-            outcome=row["outcome"],
-            body=row["body"],
-            task_id=row["task_id"],
-            fingerprint=row["fingerprint"],
-        )
-        for row in rows
-    }
+    return {row["request_id"]: _result(row) for row in rows}
 
 
 _RESULT_COLUMNS = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
 
 import asyncpg
 import orjson
@@ -22,6 +21,20 @@ from ingest.workflows import (
 )
 
 Pool = asyncpg.Pool
+
+#: Failures that say the database cannot be reached or used right now (retry later, never 4xx).
+DATABASE_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.ReadOnlySQLTransactionError,
+    OSError,
+    TimeoutError,
+)
 #: A connection of its own or one borrowed from a pool.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -181,10 +194,18 @@ _TASK_COLUMNS = "id, public_id, unique_key, stage, assigned_to"
 
 
 async def task_by_public_id(pool: Pool, workflow_id: int, public_id: str) -> TaskRecord | None:
+    return await _one_task(pool, "public_id", workflow_id, public_id)
+
+
+async def task_by_key(pool: Pool, workflow_id: int, unique_key: str) -> TaskRecord | None:
+    return await _one_task(pool, "unique_key", workflow_id, unique_key)
+
+
+async def _one_task(pool: Pool, column: str, workflow_id: int, value: str) -> TaskRecord | None:
     row = await pool.fetchrow(
-        f"SELECT {_TASK_COLUMNS} FROM tasks WHERE workflow_id = $1 AND public_id = $2",
+        f"SELECT {_TASK_COLUMNS} FROM tasks WHERE workflow_id = $1 AND {column} = $2",
         workflow_id,
-        public_id,
+        value,
     )
     if row is None:
         return None
@@ -211,19 +232,3 @@ async def lock_tasks(
     )
     values = await load_values(conn, [row["id"] for row in rows]) if rows else {}
     return {row["unique_key"]: task_from_row(row, values.get(row["id"], {})) for row in rows}
-
-
-def decode_json(text: str) -> Any:
-    return orjson.loads(text)
-
-
-async def task_by_key(pool: Pool, workflow_id: int, unique_key: str) -> TaskRecord | None:
-    row = await pool.fetchrow(
-        f"SELECT {_TASK_COLUMNS} FROM tasks WHERE workflow_id = $1 AND unique_key = $2",
-        workflow_id,
-        unique_key,
-    )
-    if row is None:
-        return None
-    values = await load_values(pool, [row["id"]])
-    return task_from_row(row, values.get(row["id"], {}))

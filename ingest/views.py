@@ -10,7 +10,6 @@ import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import asyncpg
 import orjson
 from aiohttp import web
 
@@ -77,19 +76,6 @@ _STATUS_OF: list[tuple[type[IngestError], int, str]] = [
 ]
 
 
-#: Failures of the database (or its pool) that a retry later may not meet.
-_BACKEND_DOWN = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.QueryCanceledError,
-    asyncpg.AdminShutdownError,
-    OSError,
-    TimeoutError,
-)
-
-
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Count, time and log every request by its route pattern (never the token-bearing path)."""
@@ -132,7 +118,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except RateLimited as exc:
         retry = str(exc.retry_after)
         return error_response(429, "rate_limited", str(exc), {"Retry-After": retry})
-    except _BACKEND_DOWN as exc:
+    except store.DATABASE_UNAVAILABLE as exc:
         log.warning(
             "database unavailable in %s %s: %r", request.method, redact_path(request.path), exc
         )

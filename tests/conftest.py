@@ -229,3 +229,16 @@ async def wait_until(predicate: Any, within: float = 15.0, interval: float = 0.1
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)
+
+
+async def publish_batches(settings: Settings, *batches: list[Any]) -> None:
+    """Publish task batches straight to the task exchange, one broker message each."""
+    from ingest.messages import TaskBatch
+
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(settings.queue)
+        for batch in batches:
+            message = aio_pika.Message(TaskBatch(tuple(batch)).encode(), delivery_mode=2)
+            await exchange.publish(message, routing_key=settings.queue)

@@ -6,11 +6,10 @@ import asyncio
 import uuid
 from decimal import Decimal
 
-import aio_pika
 import pytest
 
-from ingest.messages import Operation, TaskBatch, TaskRequest
-from tests.conftest import SALES, SEED_REQUEST, SEED_RESPONSE, wait_until
+from ingest.messages import Operation, TaskRequest
+from tests.conftest import SALES, SEED_REQUEST, SEED_RESPONSE, publish_batches, wait_until
 
 
 def tasks_url(token: str) -> str:
@@ -298,13 +297,8 @@ async def test_redelivered_message_has_no_second_effect(
         body='{"Company ID": "77", "Number of Employees": 2}',
         received_at=0.0,
     )
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        exchange = await channel.get_exchange(settings.queue)
-        for batch in ([request], [later], [request]):  # the third is a redelivery of the first
-            message = aio_pika.Message(TaskBatch(tuple(batch)).encode(), delivery_mode=2)
-            await exchange.publish(message, routing_key=settings.queue)
+    # The third message is a redelivery of the first.
+    await publish_batches(settings, [request], [later], [request])
 
     async def all_done():
         return await pool.fetchval("SELECT count(*) FROM request_results") == 2
@@ -329,12 +323,7 @@ async def test_requests_for_one_unique_id_in_one_batch_merge_in_order(
         TaskRequest(uuid.uuid4(), workflow.id, workflow.version, Operation.UPSERT, body, 0.0)
         for body in bodies
     ]
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        exchange = await channel.get_exchange(settings.queue)
-        message = aio_pika.Message(TaskBatch(tuple(requests)).encode(), delivery_mode=2)
-        await exchange.publish(message, routing_key=settings.queue)
+    await publish_batches(settings, requests)
 
     async def all_done():
         return await pool.fetchval("SELECT count(*) FROM request_results") == 3
@@ -361,12 +350,7 @@ async def test_a_request_repeated_inside_one_batch_runs_once(make_workflow, sett
             '{"Company ID": "8", "Number of Employees": 2}',
         )
     )
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        exchange = await channel.get_exchange(settings.queue)
-        message = aio_pika.Message(TaskBatch((first, later, first)).encode(), delivery_mode=2)
-        await exchange.publish(message, routing_key=settings.queue)
+    await publish_batches(settings, [first, later, first])
 
     async def all_done():
         return await pool.fetchval("SELECT count(*) FROM request_results") == 2

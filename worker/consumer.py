@@ -37,23 +37,13 @@ from ingest.messages import CONTENT_TYPE, REPLIES_MESSAGE_TYPE, Reply, TaskBatch
 from ingest.metrics import WorkerMetrics, serve_metrics
 from ingest.results import Result
 from ingest.settings import Settings
+from ingest.store import DATABASE_UNAVAILABLE
 from worker.faults import FaultPoints
 from worker.upsert import BatchApplier, RetryBatch
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.QueryCanceledError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.ReadOnlySQLTransactionError,
-    OSError,
-    TimeoutError,
-)
+TRANSIENT_ERRORS = DATABASE_UNAVAILABLE
 _RACES = (RetryBatch, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _RETRIES_IN_PLACE = 5
 _MAX_BACKOFF = 5.0

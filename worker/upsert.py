@@ -29,7 +29,7 @@ import orjson
 from ingest.errors import IngestError, MalformedBody
 from ingest.messages import Operation, TaskRequest, parse_payload
 from ingest.results import Result, insert_results, stored_results
-from ingest.store import Connection, lock_tasks, value_column, workflow_by_id
+from ingest.store import VALUE_COLUMNS, Connection, lock_tasks, value_column, workflow_by_id
 from ingest.tasks import Outcome, TaskRecord, Value, new_task_public_id, render
 from ingest.workflows import FieldType, Workflow
 from worker.validation import (
@@ -440,14 +440,7 @@ async def _write_values(conn: Connection, workflow: Workflow, states: Any) -> No
         )
 
 
-_COLUMNS = (
-    "number_value",
-    "text_value",
-    "date_value",
-    "datetime_value",
-    "boolean_value",
-    "list_value",
-)
+_COLUMNS = VALUE_COLUMNS
 
 
 def _value_record(
