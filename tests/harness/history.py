@@ -42,6 +42,8 @@ class Op:
     attempts: int = 0
     seconds: float = 0.0
     error: str = ""
+    #: What every attempt got (None: no answer), retries included.
+    seen: list[int | None] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +56,8 @@ class Report:
     recovered: int = 0
     unknown_unapplied: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
+    #: Every attempt's answer, retries included: shows the fault was felt.
+    attempts: dict[str, int] = field(default_factory=dict)
     slowest: float = 0.0
 
     @property
@@ -65,7 +69,7 @@ class Report:
             f"sent={self.sent} acknowledged={self.acknowledged} lost={len(self.lost)}"
             f" duplicated={len(self.duplicated)} unexpected={len(self.unexpected)}"
             f" recovered={self.recovered} unknown-unapplied={self.unknown_unapplied}"
-            f" statuses={self.statuses} slowest={self.slowest:.1f}s"
+            f" final={self.statuses} attempts={self.attempts} slowest={self.slowest:.1f}s"
         )
 
 
@@ -110,6 +114,7 @@ async def send(
                 await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             op.status, op.error = None, type(exc).__name__
+        op.seen.append(op.status)
         if op.status is not None and op.status < 500:
             break
         await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
@@ -181,6 +186,7 @@ async def check(pool: asyncpg.Pool, workflow_id: int, history: History) -> Repor
         sent=len(history.ops),
         acknowledged=sum(op.status in ACKNOWLEDGED for op in history.ops),
         statuses=dict(Counter(str(op.status) for op in history.ops)),
+        attempts=dict(Counter(str(status) for op in history.ops for status in op.seen)),
         slowest=max((op.seconds / op.attempts for op in history.ops), default=0.0),
     )
     for op in history.ops:
