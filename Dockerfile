@@ -9,10 +9,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system ingest && useradd --system --gid ingest --home-dir /app ingest
 WORKDIR /app
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY ingest ./ingest
 COPY worker ./worker
-RUN pip install . && rm -rf /root/.cache
+# constraints.txt pins every dependency: the same versions on every build.
+RUN pip install --constraint constraints.txt . && rm -rf /root/.cache
 
 USER ingest
 ENV INGEST_HOST=0.0.0.0 INGEST_PORT=8080

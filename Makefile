@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 #: `make test` runs everything but the slow part of the fault suite; `make chaos` runs all of it.
 TEST_MARKERS ?= not chaos or ci
 
-.PHONY: install run test chaos lint fmt bench clean readme
+.PHONY: install run test chaos lint fmt bench clean readme constraints
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ fmt: install
 bench: install
 	command -v wrk >/dev/null || (apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk))
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## Pin the image's dependencies: what `pip install .` resolves to today, in a fresh venv.
+constraints:
+	rm -rf /tmp/ingest-constraints && $(PYTHON) -m venv /tmp/ingest-constraints
+	/tmp/ingest-constraints/bin/pip install --quiet .
+	(echo "# Exact versions the Docker image installs (regenerate: make constraints)."; \
+	 /tmp/ingest-constraints/bin/pip freeze --exclude ingest) > constraints.txt
 
 ## Regenerate the README's settings table from the Settings class.
 readme: install

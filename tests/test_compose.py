@@ -102,7 +102,13 @@ def test_the_image_install_step_works_in_a_fresh_venv(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, str(context)], check=True, timeout=600, capture_output=True)
+    assert "--constraint constraints.txt" in dockerfile
+    subprocess.run(
+        [*pip, "--constraint", str(context / "constraints.txt"), str(context)],
+        check=True,
+        timeout=600,
+        capture_output=True,
+    )
     done = subprocess.run(
         [str(venv / "bin" / "ingest"), "settings"], check=True, capture_output=True, text=True
     )

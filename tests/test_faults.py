@@ -284,3 +284,54 @@ async def test_bounded_random_fault_soak(tmp_path):
             await asyncio.sleep(rng.uniform(0.5, 2))
 
     await run_scenario(tmp_path, fault, retries=10, edges=2)
+
+
+# ------------------------------------------------------------------------------------ overload
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def test_overload_gets_503s_and_the_edge_memory_stays_flat(tmp_path):
+    """Far more offered load than a slowed broker takes: the edge answers 503 at once for what
+    its bounded publish backlog cannot hold, rather than buffering; its RSS barely moves."""
+    overrides = {"publish_backlog": 200, "publish_concurrency": 2, "publish_batch_max": 8}
+    async with Cluster(tmp_path, **overrides) as cluster:
+        url = await cluster.start_edge(0)
+        await cluster.start_worker(0)
+        await cluster.wait_consumers(1)
+        await cluster.edge_amqp.delay(0.05)
+        edge = cluster.edges[0].pid
+        before = _rss_mib(edge)
+        history = History()
+        done = asyncio.Event()
+        loading = asyncio.create_task(
+            load(
+                [url],
+                cluster.token,
+                history,
+                until=done,
+                count=20_000,
+                concurrency=256,
+                prefer="respond-async",
+            )
+        )
+        peak = before
+        for _ in range(16):
+            await asyncio.sleep(0.5)
+            peak = max(peak, _rss_mib(edge))
+        done.set()
+        await asyncio.wait_for(loading, 60)
+        await cluster.edge_amqp.heal()
+        assert cluster.workflow is not None
+        await settle(cluster.pool, cluster.workflow.id, history, within=90)
+        report = await check(cluster.pool, cluster.workflow.id, history)
+        print(f"\n{tmp_path.name}: {report} rss {before:.0f} -> peak {peak:.0f} MiB")
+        assert report.ok, report
+        assert report.statuses.get("503", 0) > 0, report
+        assert peak - before < 48, (before, peak)

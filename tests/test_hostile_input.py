@@ -103,3 +103,32 @@ async def test_every_wrong_token_gets_the_same_404(client, make_workflow, path):
     response = await client.post(path.format(token=token, near=near), json=SEED_REQUEST)
     assert response.status == 404
     assert await response.json() == {"error": "not_found", "message": "no workflow has this token"}
+
+
+async def test_twenty_clients_racing_one_unique_id_make_one_task(
+    client, worker, make_workflow, pool
+):
+    _, token = await make_workflow()
+    bodies = [
+        {**SEED_REQUEST, "Company Name": f"racer {n}", "Number of Employees": n} for n in range(20)
+    ]
+    responses = await asyncio.gather(
+        *(client.post(f"/api/v1/workflows/{token}/tasks", json=body) for body in bodies)
+    )
+    statuses = sorted(r.status for r in responses)
+    assert statuses == [200] * 19 + [201]
+    assert await pool.fetchval("SELECT count(*) FROM tasks") == 1
+    assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 0
+    final = await (await client.get(f"/api/v1/workflows/{token}/tasks/42")).json()
+    assert final["Company Name"].startswith("racer ")
+
+
+async def test_a_lone_surrogate_is_400_before_anything_is_published(client, make_workflow):
+    _, token = await make_workflow()
+    response = await client.post(
+        f"/api/v1/workflows/{token}/tasks",
+        data=b'{"Company ID": "1", "Company Name": "\\ud800"}',
+        headers=JSON,
+    )
+    assert response.status == 400
+    assert "surrogate" in (await response.json())["message"]

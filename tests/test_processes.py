@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import SEED_REQUEST, free_port, service_env, spawn, wait_until
+from tests.conftest import ROOT, SEED_REQUEST, free_port, service_env, spawn, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -222,3 +223,18 @@ def test_ingest_work_runs_a_worker(settings, tmp_path: Path):
         assert worker.poll() is None, (tmp_path / "work.log").read_text()
         time.sleep(0.1)
     assert _stop(worker) == 0
+
+
+def test_invalid_settings_stop_the_process_with_a_clear_message(settings):
+    env = service_env(settings, INGEST_PORT="eighty", INGEST_SYNC_TIMEOUT="-1")
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert "INGEST_PORT" in done.stderr
+    assert "INGEST_SYNC_TIMEOUT" in done.stderr
