@@ -27,6 +27,16 @@ def check_content_type(request: web.Request) -> None:
         raise UnsupportedMediaType(f"charset {charset!r} is not supported; send UTF-8")
 
 
+def buffered_body(request: web.Request, limit: int) -> bytes | None:
+    """The body when it has already arrived whole (the usual small JSON body), else None."""
+    if not request.content.is_eof():
+        return None
+    body = request.content.read_nowait()
+    if len(body) > limit:
+        raise BodyTooLarge(limit)
+    return body
+
+
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The whole body, refusing to read past `limit` bytes (chunked or not)."""
     declared = request.content_length

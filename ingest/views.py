@@ -15,7 +15,7 @@ from aiohttp import web
 
 from ingest import filters, openapi, store
 from ingest.app_keys import EDGE, METRICS, SETTINGS
-from ingest.bodies import accept_json_object, check_content_type, read_body
+from ingest.bodies import accept_json_object, buffered_body, check_content_type, read_body
 from ingest.errors import (
     BodyTimeout,
     BodyTooLarge,
@@ -249,6 +249,9 @@ async def _submit(
 async def _read_within_deadline(request: web.Request) -> bytes:
     """The body, read against a deadline so slow senders cannot hold a connection for ever."""
     settings = request.app[SETTINGS]
+    body = buffered_body(request, settings.max_body_bytes)
+    if body is not None:
+        return body
     try:
         async with asyncio.timeout(settings.body_read_timeout):
             return await read_body(request, settings.max_body_bytes)
