@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from ingest.errors import BodyTooLarge, MalformedBody, UnsupportedMediaType
 from ingest.messages import parse_payload
@@ -44,11 +45,14 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise BodyTooLarge(limit)
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
+    try:
+        while chunk := await request.content.read(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(limit)
+            chunks.append(chunk)
+    except RequestPayloadError as exc:
+        raise MalformedBody(f"request body could not be read: {exc}") from None
     return b"".join(chunks)
 
 

@@ -118,7 +118,7 @@ async def replay(
     that transaction commits only after the broker confirmed the new publish.
     """
     replayed = 0
-    async with pool.acquire() as conn:
+    async with pool.acquire(timeout=10) as conn:
         query = "SELECT * FROM dead_letters ORDER BY id"
         rows = (
             await conn.fetch(query)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -49,12 +49,15 @@ def _typed(spec: FieldSpec, text: str) -> Any:
         if spec.type is FieldType.DATE:
             return date.fromisoformat(text)
         if spec.type is FieldType.DATETIME:
-            return datetime.fromisoformat(text)
+            moment = datetime.fromisoformat(text)
+            if moment.tzinfo is not None:
+                moment.astimezone(UTC)  # raises OverflowError when it does not exist in UTC
+            return moment
         if spec.type is FieldType.CHECKBOX:
             if text.lower() not in ("true", "false"):
                 raise ValueError(text)
             return text.lower() == "true"
-    except (InvalidOperation, ValueError):
+    except (InvalidOperation, ValueError, OverflowError):
         raise InvalidFilter(f"{text!r} is not a valid {spec.type} for {spec.name!r}") from None
     return text
 

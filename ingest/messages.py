@@ -120,6 +120,9 @@ class Reply:
     request_id: uuid.UUID
     http_status: int
     body: str
+    #: The fingerprint of the request this answers: requests sharing an id (an Idempotency-Key
+    #: reused with another body) must each get their own answer.
+    fingerprint: bytes = b""
 
 
 def encode_replies(replies: list[Reply]) -> bytes:
@@ -127,7 +130,13 @@ def encode_replies(replies: list[Reply]) -> bytes:
         {
             "v": WIRE_VERSION,
             "replies": [
-                {"id": r.request_id.hex, "status": r.http_status, "body": r.body} for r in replies
+                {
+                    "id": r.request_id.hex,
+                    "status": r.http_status,
+                    "body": r.body,
+                    "fp": r.fingerprint.hex(),
+                }
+                for r in replies
             ],
         }
     )
@@ -137,7 +146,12 @@ def decode_replies(data: bytes) -> list[Reply]:
     try:
         raw = orjson.loads(data)
         return [
-            Reply(uuid.UUID(hex=item["id"]), int(item["status"]), str(item["body"]))
+            Reply(
+                uuid.UUID(hex=item["id"]),
+                int(item["status"]),
+                str(item["body"]),
+                bytes.fromhex(item.get("fp", "")),
+            )
             for item in raw["replies"]
         ]
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:

@@ -24,20 +24,20 @@ class ReplyInbox:
     def __init__(self, queue_name: str) -> None:
         self.queue_name = queue_name
         # Several waiters can share an id: retries that carry one Idempotency-Key.
-        self._waiting: dict[uuid.UUID, list[asyncio.Future[Reply]]] = {}
+        self._waiting: dict[uuid.UUID, list[tuple[bytes, asyncio.Future[Reply]]]] = {}
         self.queue: AbstractQueue | None = None
 
-    def expect(self, request_id: uuid.UUID) -> asyncio.Future[Reply]:
+    def expect(self, request_id: uuid.UUID, fingerprint: bytes) -> asyncio.Future[Reply]:
         """Register interest before publishing, so a fast reply cannot be missed."""
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(request_id, []).append(future)
+        self._waiting.setdefault(request_id, []).append((fingerprint, future))
         return future
 
     def forget(self, request_id: uuid.UUID, future: asyncio.Future[Reply]) -> None:
-        waiters = self._waiting.get(request_id, [])
-        if future in waiters:
-            waiters.remove(future)
-        if not waiters:
+        waiters = [w for w in self._waiting.get(request_id, []) if w[1] is not future]
+        if waiters:
+            self._waiting[request_id] = waiters
+        else:
             self._waiting.pop(request_id, None)
         future.cancel()
 
@@ -67,8 +67,10 @@ class ReplyInbox:
             if not waiters:
                 # The client already got its 202; the result is in Postgres.
                 log.debug("reply for %s came after its waiter left", reply.request_id)
-            for future in waiters or ():
-                if not future.done():
+            for fingerprint, future in waiters or ():
+                # Same id, other body: an Idempotency-Key reused; that answer is not for us.
+                mismatch = reply.fingerprint and reply.fingerprint != fingerprint
+                if not future.done() and not mismatch:
                     future.set_result(reply)
 
     async def attach(self, channel: AbstractChannel) -> None:
@@ -85,7 +87,7 @@ class ReplyInbox:
     def close(self) -> None:
         """Release every waiter (their clients get 202 and a status URL)."""
         for waiters in self._waiting.values():
-            for future in waiters:
+            for _, future in waiters:
                 future.cancel()
 
     @property

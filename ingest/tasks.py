@@ -7,6 +7,7 @@ decimal strings, dates as YYYY-MM-DD, checkboxes as booleans, unset fields as nu
 
 from __future__ import annotations
 
+import decimal
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -50,6 +51,15 @@ def new_task_public_id() -> str:
 
 def task_url(base_url: str, workflow_public_id: str, task_public_id: str) -> str:
     return f"{base_url}/workflows/{workflow_public_id}/tasks/{task_public_id}"
+
+
+#: Enough precision to normalize any number a field accepts (1000 digits) without rounding.
+_EXACT = decimal.Context(prec=2100)
+
+
+def canonical_number(number: Decimal) -> str:
+    """The one text of a number used as a Unique ID: 42, 42.0 and 4.2E+1 are all "42"."""
+    return format(_EXACT.normalize(number), "f")
 
 
 def render_value(value: Value) -> Any:

@@ -31,12 +31,12 @@ from ingest.errors import (
     UnsupportedMediaType,
 )
 from ingest.logs import redact_path
-from ingest.messages import Operation, TaskRequest, idempotent_request_id
+from ingest.messages import Operation, TaskRequest, idempotent_request_id, parse_payload
 from ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ingest.metrics import exposition
 from ingest.preferences import parse_prefer
 from ingest.results import Result, fetch_result, status_document
-from ingest.tasks import render
+from ingest.tasks import canonical_number, render
 from ingest.workflows import FieldType, Workflow, WorkflowDefinition, example, import_url
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ async def _submit(
         if stored is not None:
             request[OUTCOME] = "replayed"
             return _replayed(stored, task_request)
-    waiter = edge.inbox.expect(task_request.id)
+    waiter = edge.inbox.expect(task_request.id, task_request.fingerprint)
     try:
         await edge.publisher.publish(task_request)
     except BaseException:
@@ -238,7 +238,7 @@ async def _submit(
         return _final(reply.http_status, reply.body)
     if budget > 0:
         # The reply is only a wake-up: the result may be committed with its reply lost.
-        stored = await fetch_result(edge.pool, task_request.id, workflow.id)
+        stored = await _stored_if_reachable(edge.pool, task_request.id, workflow.id)
         if stored is not None:
             request[OUTCOME] = "answered"
             return _replayed(stored, task_request)
@@ -259,6 +259,21 @@ async def _read_within_deadline(request: web.Request) -> bytes:
         raise BodyTimeout(
             f"the body did not arrive within {settings.body_read_timeout:g}s"
         ) from None
+
+
+async def _stored_if_reachable(
+    pool: store.Pool, request_id: uuid.UUID, workflow_id: int
+) -> Result | None:
+    """The stored result, or None when there is none or the database cannot say so now.
+
+    The request is confirmed by the broker at this point: a database error must not become a 503,
+    which would invite a retry (and a second effect); the client gets 202 and a status URL.
+    """
+    try:
+        async with asyncio.timeout(1.0):
+            return await fetch_result(pool, request_id, workflow_id)
+    except store.DATABASE_UNAVAILABLE:
+        return None
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -337,7 +352,7 @@ def _canonical_key(workflow: Workflow, value: str) -> str:
             return value
         if not number.is_finite() or abs(number.adjusted()) > 1000:
             raise NotFound("no task has this id")
-        return format(number.normalize(), "f")
+        return canonical_number(number)
     return value
 
 
@@ -393,7 +408,7 @@ async def create_workflow(request: web.Request) -> web.Response:
     _require_admin(request)
     settings, edge = request.app[SETTINGS], request.app[EDGE]
     check_content_type(request)
-    raw = orjson.loads(accept_json_object(await _read_within_deadline(request)))
+    raw = parse_payload(accept_json_object(await _read_within_deadline(request)))
     definition = WorkflowDefinition.parse(raw)
     workflow, token = await store.create_workflow(edge.pool, definition)
     return json_response(created_document(workflow, token, settings.base_url), 201)

@@ -132,3 +132,51 @@ async def test_a_lone_surrogate_is_400_before_anything_is_published(client, make
     )
     assert response.status == 400
     assert "surrogate" in (await response.json())["message"]
+
+
+async def test_long_numeric_unique_ids_stay_distinct(client, worker, make_workflow, pool):
+    definition = {
+        "name": "Accounts",
+        "fields": [{"name": "Account", "type": "number", "required": True}],
+        "unique_id": "Account",
+    }
+    _, token = await make_workflow(definition)
+    for number in ("12345678901234567890123456789012", "12345678901234567890123456789099"):
+        response = await client.post(
+            f"/api/v1/workflows/{token}/tasks", data=f'{{"Account": {number}}}', headers=JSON
+        )
+        assert response.status == 201
+    assert await pool.fetchval("SELECT count(*) FROM tasks") == 2
+    got = await client.get(f"/api/v1/workflows/{token}/tasks/12345678901234567890123456789099")
+    assert (await got.json())["Account"] == "12345678901234567890123456789099"
+
+
+async def test_datetimes_outside_utc_range_are_invalid_not_poison(client, worker, make_workflow):
+    definition = {"name": "Events", "fields": [{"name": "At", "type": "datetime"}]}
+    _, token = await make_workflow(definition)
+    response = await client.post(
+        f"/api/v1/workflows/{token}/tasks", json={"At": "0001-01-01T00:00:00+05:00"}
+    )
+    assert (response.status, await response.json()) == (422, {"errors": {"At": ["is invalid"]}})
+    listed = await client.get(f"/api/v1/workflows/{token}/tasks?At=0001-01-01T00:00:00%2B05:00")
+    assert listed.status == 400
+
+
+async def test_a_corrupt_compressed_body_is_400(client, make_workflow):
+    _, token = await make_workflow()
+    response = await client.post(
+        f"/api/v1/workflows/{token}/tasks",
+        data=b"this is not gzip at all",
+        headers={**JSON, "Content-Encoding": "gzip"},
+    )
+    assert response.status == 400
+    assert (await response.json())["error"] == "malformed_body"
+
+
+async def test_admin_definitions_with_huge_numbers_are_refused_cleanly(client):
+    response = await client.post(
+        "/api/v1/admin/workflows",
+        data=b'{"name": "x", "fields": [{"name": "a", "type": "text", "id": 1e400}]}',
+        headers={**JSON, "Authorization": "Bearer admin-secret"},
+    )
+    assert response.status == 422

@@ -71,3 +71,24 @@ async def test_a_malformed_key_is_400(client, make_workflow):
     )
     assert response.status == 400
     assert (await response.json())["error"] == "invalid_header"
+
+
+async def test_concurrent_requests_reusing_a_key_with_other_bodies_get_their_own_answers(
+    client, worker, make_workflow, pool
+):
+    _, token = await make_workflow()
+    headers = {"Idempotency-Key": "contested"}
+    bodies = [{**SEED_REQUEST, "Company ID": "c", "Company Name": f"n{n}"} for n in range(6)]
+    responses = await asyncio.gather(
+        *(client.post(tasks_url(token), json=body, headers=headers) for body in bodies)
+    )
+    answers = [(r.status, await r.json()) for r in responses]
+    winners = [body for status, body in answers if status == 201]
+    assert len(winners) == 1
+    assert all(
+        status == 422 and body["error"] == "idempotency_key_reused"
+        for status, body in answers
+        if status != 201
+    )
+    stored = await pool.fetchval("SELECT text_value FROM task_values WHERE field_id = 2")
+    assert winners[0]["Company Name"] == stored

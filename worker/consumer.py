@@ -290,7 +290,7 @@ class Consumer:
             count = len(delivery.batch.requests)
             if delivery.batch.reply_to:
                 by_edge[delivery.batch.reply_to].extend(
-                    Reply(r.request_id, r.http_status, r.body)
+                    Reply(r.request_id, r.http_status, r.body, r.fingerprint or request.fingerprint)
                     for request, r in zip(
                         delivery.batch.requests, results[position : position + count], strict=True
                     )
@@ -307,7 +307,10 @@ class Consumer:
                 encode_replies(replies), content_type=CONTENT_TYPE, type=REPLIES_MESSAGE_TYPE
             )
             try:
-                await channel.default_exchange.publish(message, reply_to, mandatory=False)
+                # Bounded: a broker alarm blocks publishers, and replies must never hold up acks.
+                await asyncio.wait_for(
+                    channel.default_exchange.publish(message, reply_to, mandatory=False), 1.0
+                )
             except Exception as exc:
                 log.info("could not reply to %s: %r", reply_to, exc)
 

@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ingest.deadletters import DEAD_OUTCOME
 from ingest.errors import IngestError, MalformedBody
 from ingest.messages import Operation, TaskRequest, parse_payload
 from ingest.results import Result, insert_results, stored_results
@@ -115,6 +116,7 @@ class BatchApplier:
         async with conn.transaction():
             lookup = [r.id for r in requests if may_be_done is None or r.id in may_be_done]
             done = await stored_results(conn, lookup) if lookup else {}
+            await _forget_dead(conn, done)
             # A request redelivered into the same batch as its first delivery runs once.
             fresh = _first_deliveries(requests, done)
             by_workflow: dict[int, list[TaskRequest]] = defaultdict(list)
@@ -294,6 +296,20 @@ async def _delete_tasks(conn: Connection, task_ids: list[int]) -> None:
         await conn.execute("DELETE FROM tasks WHERE id = ANY($1::bigint[])", task_ids)
 
 
+async def _forget_dead(conn: Connection, done: dict[uuid.UUID, Result]) -> None:
+    """A `dead` result marks a dead-lettered request; seeing it again means a replay (whose own
+    removal of the mark may not be committed yet), so the request runs instead of answering dead."""
+    dead = [request_id for request_id, result in done.items() if result.outcome == DEAD_OUTCOME]
+    if dead:
+        await conn.execute(
+            "DELETE FROM request_results WHERE request_id = ANY($1::uuid[]) AND outcome = $2",
+            dead,
+            DEAD_OUTCOME,
+        )
+        for request_id in dead:
+            del done[request_id]
+
+
 def _first_deliveries(
     requests: list[TaskRequest], done: dict[uuid.UUID, Result]
 ) -> list[TaskRequest]:
@@ -320,7 +336,14 @@ def _key_reused(request: TaskRequest) -> Result:
             "message": "this Idempotency-Key was already used with a different request body",
         }
     )
-    return Result(request.id, request.workflow_id, 422, Outcome.INVALID.value, body)
+    return Result(
+        request.id,
+        request.workflow_id,
+        422,
+        Outcome.INVALID.value,
+        body,
+        fingerprint=request.fingerprint,
+    )
 
 
 def _update(state: _TaskState, parsed: Any) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -20,7 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, cr
 from pydantic import Field as ModelField
 from pydantic_core import PydanticCustomError
 
-from ingest.tasks import Value
+from ingest.tasks import Value, canonical_number
 from ingest.workflows import (
     ASSIGNED_TO,
     STAGE,
@@ -118,6 +118,10 @@ def to_datetime(value: Any) -> datetime:
         raise _fail(INVALID) from None
     if moment.tzinfo is None:
         raise _fail(INVALID)
+    try:
+        moment.astimezone(UTC)  # stored and shown in UTC: it must exist there
+    except OverflowError:
+        raise _fail(INVALID) from None
     return moment
 
 
@@ -321,7 +325,7 @@ class ValidatorCache:
 def canonical_key(value: Value) -> str:
     """The text a Unique ID value is stored and compared under."""
     if isinstance(value, Decimal):
-        return format(value.normalize(), "f")
+        return canonical_number(value)
     if isinstance(value, date):
         return value.isoformat()
     return str(value)
