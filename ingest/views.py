@@ -216,7 +216,8 @@ async def _submit(
         wants_reply=budget > 0,
     )
     if key is not None:
-        stored = await fetch_result(edge.pool, task_request.id, workflow.id)
+        # Unreachable database: publish anyway; the worker applies one id at most once.
+        stored = await _stored_if_reachable(edge.pool, task_request.id, workflow.id)
         if stored is not None:
             request[OUTCOME] = "replayed"
             return _replayed(stored, task_request)
@@ -266,8 +267,9 @@ async def _stored_if_reachable(
 ) -> Result | None:
     """The stored result, or None when there is none or the database cannot say so now.
 
-    The request is confirmed by the broker at this point: a database error must not become a 503,
-    which would invite a retry (and a second effect); the client gets 202 and a status URL.
+    After a confirm, a database error must not become a 503, which would invite a retry (and a
+    second effect): the client gets 202 and a status URL. Before publishing a keyed request, the
+    worker's dedupe by request id makes publishing without the look-up safe.
     """
     try:
         async with asyncio.timeout(1.0):
