@@ -21,6 +21,13 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+def _pool_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
+    """Database pool usage, the same pair in every process kind."""
+    size = Gauge("ingest_db_pool_connections", "Database pool size.", registry=registry)
+    idle = Gauge("ingest_db_pool_idle_connections", "Idle pool connections.", registry=registry)
+    return size, idle
+
+
 class EdgeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -69,10 +76,7 @@ class EdgeMetrics:
         self.backlog = Gauge(
             "ingest_publish_backlog_requests", "Task requests waiting to be published.", registry=r
         )
-        self.pool_size = Gauge("ingest_db_pool_connections", "Database pool size.", registry=r)
-        self.pool_idle = Gauge(
-            "ingest_db_pool_idle_connections", "Idle pool connections.", registry=r
-        )
+        self.pool_size, self.pool_idle = _pool_gauges(r)
 
 
 class WorkerMetrics:
@@ -118,10 +122,7 @@ class WorkerMetrics:
         self.consuming = Gauge(
             "ingest_worker_consuming", "1 while the consumer is attached to the queue.", registry=r
         )
-        self.pool_size = Gauge("ingest_db_pool_connections", "Database pool size.", registry=r)
-        self.pool_idle = Gauge(
-            "ingest_db_pool_idle_connections", "Idle pool connections.", registry=r
-        )
+        self.pool_size, self.pool_idle = _pool_gauges(r)
 
 
 def exposition(registry: CollectorRegistry) -> bytes:
