@@ -108,3 +108,27 @@ async def test_a_task_can_be_deleted_and_created_again(client, worker, make_work
     assert (await client.delete(url(token, "/44"))).status == 204
     response = await client.post(url(token), json={**SEED_REQUEST, "Company ID": "44"})
     assert response.status == 201
+
+
+async def test_multiple_select_values_are_created_updated_and_cleared(
+    client, worker, make_workflow
+):
+    definition = {
+        "name": "Tags",
+        "fields": [
+            {"name": "Code", "type": "text", "required": True},
+            {"name": "Tags", "type": "multipleSelect", "options": ["a", "b", "c"]},
+        ],
+        "unique_id": "Code",
+    }
+    _, token = await make_workflow(definition)
+    created = await client.post(url(token), json={"Code": "1", "Tags": ["a", "b"]})
+    assert (created.status, (await created.json())["Tags"]) == (201, ["a", "b"])
+    updated = await client.post(url(token), json={"Code": "1", "Tags": ["c"]})
+    assert (updated.status, (await updated.json())["Tags"]) == (200, ["c"])
+    emptied = await client.post(url(token), json={"Code": "1", "Tags": []})
+    assert (emptied.status, (await emptied.json())["Tags"]) == (200, [])
+    cleared = await client.post(url(token), json={"Code": "1", "Tags": None})
+    assert (cleared.status, (await cleared.json())["Tags"]) == (200, None)
+    stored = await (await client.get(url(token, "/1"))).json()
+    assert stored["Tags"] is None

@@ -14,7 +14,6 @@ A concurrent create of the same Unique ID, a deadlock or a concurrent result wri
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import uuid
 from collections import defaultdict
@@ -349,7 +348,6 @@ def _key_reused(request: TaskRequest) -> Result:
 def _update(state: _TaskState, parsed: Any) -> bool:
     """Apply the supplied fields to the task in memory; True when anything changed."""
     record = state.record
-    before = copy.copy(record.values)
     changed = False
     if parsed.stage_supplied and parsed.stage != record.stage:
         record.stage, changed, state.builtins_changed = parsed.stage, True, True
@@ -357,7 +355,7 @@ def _update(state: _TaskState, parsed: Any) -> bool:
         record.assigned_to, changed, state.builtins_changed = parsed.assigned_to, True, True
     for field_id in parsed.supplied:
         new = parsed.values[field_id]
-        if _same(before.get(field_id), new):
+        if _same(record.values.get(field_id), new):
             continue
         changed = True
         state.changed_fields.add(field_id)
@@ -440,7 +438,7 @@ async def _write_values(conn: Connection, workflow: Workflow, states: Any) -> No
                 _add_value_row(columns, state.record.id, field_id, types[field_id], value)
     if fresh:
         await conn.copy_records_to_table(
-            "task_values", records=fresh, columns=["task_id", "field_id", *_COLUMNS]
+            "task_values", records=fresh, columns=["task_id", "field_id", *VALUE_COLUMNS]
         )
     if columns:
         await conn.execute(
@@ -463,27 +461,20 @@ async def _write_values(conn: Connection, workflow: Workflow, states: Any) -> No
         )
 
 
-_COLUMNS = VALUE_COLUMNS
-
-
 def _value_record(
     task_id: int | None, field_id: int, kind: FieldType, value: Value
 ) -> tuple[Any, ...]:
     """One `task_values` row: the value in its type's column, NULL in the others."""
     target = value_column(kind)
-    return (task_id, field_id, *(value if column == target else None for column in _COLUMNS))
+    return (task_id, field_id, *(value if column == target else None for column in VALUE_COLUMNS))
 
 
 def _add_value_row(
     columns: dict[str, list[Any]], task_id: int | None, field_id: int, kind: FieldType, value: Value
 ) -> None:
-    columns["task_id"].append(task_id)
-    columns["field_id"].append(field_id)
-    target = value_column(kind)
-    for column in _COLUMNS:
-        if column != target:
-            columns[column].append(None)
-        elif column == "list_value":
-            columns[column].append(orjson.dumps(value).decode())
-        else:
-            columns[column].append(value)
+    # The upsert takes lists as JSON text: unnest cannot carry an array per row.
+    row = _value_record(task_id, field_id, kind, value)
+    for column, item in zip(("task_id", "field_id", *VALUE_COLUMNS), row, strict=True):
+        columns[column].append(
+            orjson.dumps(item).decode() if column == "list_value" and item is not None else item
+        )
