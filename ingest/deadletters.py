@@ -1,7 +1,11 @@
-"""Dead letters: messages the workers could not process within the queue's delivery limit.
+"""Dead letters: requests the workers could not apply, kept one request a letter.
 
-A worker records each dead-lettered message in Postgres and marks its requests `failed`, so their
-status URLs say so; operators list them and replay them (`ingest dlq list`, `ingest dlq replay`).
+A request is dead-lettered alone when it fails by itself with an error that is not about its data
+(a bug it triggers; the worker records it), or when its whole broker message reached the queue's
+delivery limit without a final result for it (a worker crashing on it; the broker dead-letters the
+message and a worker records one letter per unfinished request). Its status URL says `failed`
+(500 `dead_lettered`); operators list and replay letters (`ingest dlq list`, `ingest dlq replay`),
+which publishes their requests again, not the messages they came in.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractExchange, DeliveryMode
 
-from ingest.messages import CONTENT_TYPE, TASKS_MESSAGE_TYPE, TaskBatch
+from ingest.errors import DecodeError
+from ingest.messages import CONTENT_TYPE, TASKS_MESSAGE_TYPE, TaskBatch, TaskRequest
 from ingest.store import Connection, Pool
 
 DEAD_OUTCOME = "dead"
@@ -50,7 +55,8 @@ def death_reason(headers: dict[str, Any] | None) -> str:
     return "unknown"
 
 
-def _failure_body(reason: str) -> str:
+def failure_body(reason: str) -> str:
+    """The answer of a dead-lettered request: its own 500, naming why."""
     return orjson.dumps(
         {
             "error": "dead_lettered",
@@ -59,38 +65,75 @@ def _failure_body(reason: str) -> str:
     ).decode()
 
 
-async def record(conn: Connection, message_id: str | None, body: bytes, reason: str) -> int:
-    """Keep a dead message and mark its requests failed (unless they already have a result)."""
+_INSERT_LETTERS = (
+    "INSERT INTO dead_letters (message_id, body, reason, request_ids)"
+    " SELECT $1, l.body, $2, ARRAY[l.id] FROM unnest($3::bytea[], $4::uuid[]) AS l(body, id)"
+    " RETURNING id"
+)
+
+
+async def record_request(conn: Connection, request: TaskRequest, reason: str) -> int:
+    """Keep one request that cannot be applied as a dead letter of its own (its result, `dead`,
+    is written by the caller in the same transaction)."""
+    letter_id: int = await conn.fetchval(
+        "INSERT INTO dead_letters (message_id, body, reason, request_ids)"
+        " VALUES ($1, $2, $3, $4) RETURNING id",
+        request.id.hex,
+        TaskBatch((request,)).encode(),
+        reason,
+        [request.id],
+    )
+    return letter_id
+
+
+async def record(conn: Connection, message_id: str | None, body: bytes, reason: str) -> list[int]:
+    """Keep a message the broker dead-lettered: one letter per request that has no final result
+    yet (the others were applied before the message died), each marked failed; an undecodable
+    message is kept whole."""
     try:
         batch: TaskBatch | None = TaskBatch.decode(body)
     except Exception:
         batch = None
-    requests = batch.requests if batch else ()
     async with conn.transaction():
-        letter_id: int = await conn.fetchval(
-            "INSERT INTO dead_letters (message_id, body, reason, request_ids)"
-            " VALUES ($1, $2, $3, $4) RETURNING id",
+        if batch is None:
+            letter_id = await conn.fetchval(
+                "INSERT INTO dead_letters (message_id, body, reason) VALUES ($1, $2, $3)"
+                " RETURNING id",
+                message_id,
+                body,
+                reason,
+            )
+            return [letter_id]
+        finished = await conn.fetch(
+            "SELECT request_id FROM request_results WHERE request_id = ANY($1::uuid[])",
+            [r.id for r in batch.requests],
+        )
+        done = {row["request_id"] for row in finished}
+        requests = list({r.id: r for r in batch.requests if r.id not in done}.values())
+        if not requests:
+            return []
+        rows = await conn.fetch(
+            _INSERT_LETTERS,
             message_id,
-            body,
             reason,
+            [TaskBatch((r,)).encode() for r in requests],
             [r.id for r in requests],
         )
-        if requests:
-            await conn.execute(
-                "INSERT INTO request_results"
-                " (request_id, workflow_id, http_status, outcome, body, received_at)"
-                " SELECT r.id, r.wf, $3, $4, $5, to_timestamp(r.at)"
-                " FROM unnest($1::uuid[], $2::bigint[], $6::float8[]) AS r(id, wf, at)"
-                " WHERE EXISTS (SELECT 1 FROM workflows w WHERE w.id = r.wf)"
-                " ON CONFLICT (request_id) DO NOTHING",
-                [r.id for r in requests],
-                [r.workflow_id for r in requests],
-                DEAD_STATUS,
-                DEAD_OUTCOME,
-                _failure_body(reason),
-                [r.received_at for r in requests],
-            )
-    return letter_id
+        await conn.execute(
+            "INSERT INTO request_results"
+            " (request_id, workflow_id, http_status, outcome, body, received_at)"
+            " SELECT r.id, r.wf, $3, $4, $5, to_timestamp(r.at)"
+            " FROM unnest($1::uuid[], $2::bigint[], $6::float8[]) AS r(id, wf, at)"
+            " WHERE EXISTS (SELECT 1 FROM workflows w WHERE w.id = r.wf)"
+            " ON CONFLICT (request_id) DO NOTHING",
+            [r.id for r in requests],
+            [r.workflow_id for r in requests],
+            DEAD_STATUS,
+            DEAD_OUTCOME,
+            failure_body(reason),
+            [r.received_at for r in requests],
+        )
+    return [row["id"] for row in rows]
 
 
 def _letter(row: Any) -> DeadLetter:
@@ -112,9 +155,12 @@ async def list_letters(pool: Pool, limit: int = 1000) -> list[DeadLetter]:
 async def replay(
     pool: Pool, exchange: AbstractExchange, routing_key: str, ids: list[int] | None
 ) -> int:
-    """Publish dead letters again (all when `ids` is None); returns how many were replayed.
+    """Publish the requests of dead letters again (all letters when `ids` is None); returns how
+    many letters were replayed.
 
-    Each letter's `failed` results are removed in the same transaction that removes the letter, and
+    Only requests that have no final result, or a `dead` one, are published: a letter kept from
+    an older whole-message dead letter does not replay the requests it carried that succeeded.
+    Each letter's `dead` results are removed in the same transaction that removes the letter, and
     that transaction commits only after the broker confirmed the new publish.
     """
     replayed = 0
@@ -136,14 +182,39 @@ async def replay(
                     DEAD_OUTCOME,
                 )
                 await conn.execute("DELETE FROM dead_letters WHERE id = $1", letter.id)
-                message = aio_pika.Message(
-                    letter.body,
-                    content_type=CONTENT_TYPE,
-                    delivery_mode=DeliveryMode.PERSISTENT,
-                    message_id=letter.message_id,
-                    type=TASKS_MESSAGE_TYPE,
-                    headers={"x-requests": max(len(letter.request_ids), 1), "x-replayed": True},
-                )
-                await exchange.publish(message, routing_key=routing_key, mandatory=True, timeout=10)
+                body = await _pending_requests(conn, letter)
+                if body is not None:
+                    await exchange.publish(
+                        _replay_message(letter, body),
+                        routing_key=routing_key,
+                        mandatory=True,
+                        timeout=10,
+                    )
             replayed += 1
     return replayed
+
+
+async def _pending_requests(conn: Connection, letter: DeadLetter) -> TaskBatch | None:
+    """The letter's requests still without a final result (None when there are none)."""
+    try:
+        batch = TaskBatch.decode(letter.body)
+    except DecodeError:
+        return None
+    finished = await conn.fetch(
+        "SELECT request_id FROM request_results WHERE request_id = ANY($1::uuid[])",
+        [r.id for r in batch.requests],
+    )
+    done = {row["request_id"] for row in finished}
+    pending = tuple(r for r in batch.requests if r.id not in done)
+    return TaskBatch(pending) if pending else None
+
+
+def _replay_message(letter: DeadLetter, batch: TaskBatch) -> aio_pika.Message:
+    return aio_pika.Message(
+        batch.encode(),
+        content_type=CONTENT_TYPE,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=letter.message_id,
+        type=TASKS_MESSAGE_TYPE,
+        headers={"x-requests": len(batch.requests), "x-replayed": True},
+    )

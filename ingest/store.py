@@ -35,6 +35,9 @@ DATABASE_UNAVAILABLE = (
     OSError,
     TimeoutError,
 )
+#: Failures that say Postgres refuses a value of the request itself (out of range, too long for an
+#: index, a violated check): permanent, and about that request only.
+VALUE_REJECTED = (asyncpg.DataError, asyncpg.CheckViolationError, asyncpg.ProgramLimitExceededError)
 #: A connection of its own or one borrowed from a pool.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 

@@ -1,4 +1,4 @@
-"""Poison stops at the delivery limit, is dead-lettered and shows as failed; operators replay it."""
+"""Poison is dead-lettered alone, at once, and shows as failed; operators replay it."""
 
 from __future__ import annotations
 
@@ -70,12 +70,13 @@ async def test_poison_is_dead_lettered_marked_failed_and_replayable(
 
     document = await wait_until(failed, within=30)
     assert document["error"] == "dead_lettered"
-    assert "delivery_limit" in document["message"]
+    assert "PoisonFault" in document["message"]
     assert await pool.fetchval("SELECT count(*) FROM tasks") == 1
 
     letters = json.loads(_cli(settings, "dlq", "list"))
     assert len(letters) == 1
-    assert letters[0]["reason"] == "delivery_limit"
+    assert letters[0]["reason"].startswith("PoisonFault")
+    assert len(letters[0]["requests"]) == 1  # the poison request alone, not its message
 
     await poisoned.stop()
     healed = WorkerHandle(settings)  # the bug is fixed: no fault point any more

@@ -1,23 +1,30 @@
 """The worker's consume loop: gather a micro-batch, apply it in one transaction, reply, ack.
 
 Acknowledgement policy (the only place messages are acked, nacked or rejected):
-- applied and committed → replies sent → ack (`multiple=True` for the whole batch);
+- every request of the batch has a final result committed → replies sent → ack
+  (`multiple=True` for the whole batch);
 - undecodable message → reject without requeue → dead-lettered (it can never succeed);
-- database or connection trouble (transient) → keep the messages and retry with backoff in
-  place, so an outage never spends the queue's delivery limit and never becomes a 4xx;
-- anything else raised while applying → retry the batch one message at a time, so one poison
-  message cannot take its neighbours down; the poison one is nacked and stops at the queue's
-  delivery limit, where it is dead-lettered, recorded, and its requests marked `failed`.
+- database or connection trouble (transient, no request's fault) → keep the messages and retry
+  with backoff in place, so an outage never spends the queue's delivery limit and never becomes
+  a 4xx;
+- anything else raised while applying is some request's fault: the requests that fail alone are
+  found by bisection over dry runs (worker.culprits) and each gets its own final result (a 422
+  for a value Postgres refuses; otherwise it is dead-lettered alone with its own 500); the rest
+  of the batch commits on the next try. A message reaches the queue's delivery limit only when a
+  worker dies on it; its unfinished requests are then dead-lettered one letter each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
+import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +40,19 @@ from aio_pika.abc import (
 from ingest import deadletters
 from ingest.broker import BrokerLink, Topology, close_connection_with, ensure_topology
 from ingest.errors import DecodeError
-from ingest.messages import CONTENT_TYPE, REPLIES_MESSAGE_TYPE, Reply, TaskBatch, encode_replies
+from ingest.messages import (
+    CONTENT_TYPE,
+    REPLIES_MESSAGE_TYPE,
+    Reply,
+    TaskBatch,
+    TaskRequest,
+    encode_replies,
+)
 from ingest.metrics import WorkerMetrics, serve_metrics
 from ingest.results import Result
 from ingest.settings import Settings
-from ingest.store import DATABASE_UNAVAILABLE
+from ingest.store import DATABASE_UNAVAILABLE, Connection
+from worker.culprits import Verdict, find_culprits, verdict
 from worker.faults import FaultPoints
 from worker.upsert import BatchApplier, RetryBatch
 
@@ -61,6 +76,10 @@ def _live(message: AbstractIncomingMessage) -> bool:
         return not message.channel.is_closed
     except Exception:
         return False
+
+
+class _RolledBack(Exception):
+    """Raised to roll a dry run back."""
 
 
 class Consumer:
@@ -192,8 +211,9 @@ class Consumer:
         try:
             results = await self._apply_until_done(deliveries)
         except Exception:
-            await self._isolate_failure(deliveries)
-            return
+            # Not even a culprit's own verdict could be stored: let the delivery limit decide.
+            log.exception("a batch of %d messages could not be settled", len(deliveries))
+            results = None
         if results is None:  # stopping, or the channel went away: the broker redelivers
             await self._nack_all(deliveries)
             return
@@ -224,11 +244,21 @@ class Consumer:
         return deliveries
 
     async def _apply_until_done(self, deliveries: list[_Delivery]) -> list[Result] | None:
-        """Results of the batch; transient failures are retried in place with backoff."""
+        """Final results of the batch (None: stopping). Failures that are no request's fault
+        (database or connection trouble) are retried in place with backoff, so an outage never
+        spends the queue's delivery limit; failures a request causes stay that request's own."""
+        requests = [request for d in deliveries for request in d.batch.requests]
+        # Only a redelivery or an Idempotency-Key retry can find a result already stored.
+        suspects: set[uuid.UUID] | None = {
+            request.id
+            for d in deliveries
+            for request in d.batch.requests
+            if d.message.redelivered or request.keyed
+        }
         backoff = 0.1
         while True:
             try:
-                return await self._apply_with_retries(deliveries)
+                return await self._apply_isolating(requests, suspects)
             except TRANSIENT_ERRORS as exc:
                 if self._stopping.is_set() or not _live(deliveries[0].message):
                     return None
@@ -237,26 +267,67 @@ class Consumer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
+                suspects = None  # a request-by-request fallback may have committed some
 
-    async def _apply_with_retries(self, deliveries: list[_Delivery]) -> list[Result]:
-        requests = [request for d in deliveries for request in d.batch.requests]
-        # Only a redelivery or an Idempotency-Key retry can find a result already stored.
-        suspects = {
-            request.id
-            for d in deliveries
-            for request in d.batch.requests
-            if d.message.redelivered or request.keyed
-        }
-        self._faults.check_poison(requests)
+    async def _apply_isolating(
+        self, requests: list[TaskRequest], suspects: set[uuid.UUID] | None
+    ) -> list[Result]:
+        """Results of the batch, committed; requests that make it fail get verdicts of their own
+        and the others commit on the next try."""
+        settled: dict[int, Verdict] = {}
+        while True:
+            try:
+                return await self._commit(requests, settled, suspects)
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as exc:
+                failure: BaseException = exc
+            log.warning(
+                "a batch of %d requests failed (%r); looking for the requests that cause it",
+                len(requests),
+                failure,
+            )
+            self.metrics.retries.labels("isolate").inc()
+            unsettled = [i for i in range(len(requests)) if i not in settled]
+            dry_run = functools.partial(self._dry_run, requests)
+            found = await find_culprits(dry_run, unsettled, failure) if unsettled else {}
+            if not found:
+                return await self._commit_one_by_one(requests, settled)
+            for position, culprit_failure in found.items():
+                settled[position] = verdict(requests[position], culprit_failure)
+                log.error(
+                    "request %s fails on its own (%r); it gets its own %d",
+                    requests[position].id.hex,
+                    culprit_failure,
+                    settled[position].result.http_status,
+                )
+
+    async def _commit(
+        self,
+        requests: list[TaskRequest],
+        settled: dict[int, Verdict],
+        suspects: set[uuid.UUID] | None,
+    ) -> list[Result]:
+        """Apply the batch in one transaction, the `settled` requests by their verdicts (and
+        dead letters); races with other workers are retried here."""
+        dead = [(requests[i], v.dead_reason) for i, v in settled.items() if v.dead_reason]
+
+        async def before_commit(conn: Connection) -> None:
+            for request, reason in dead:
+                await deadletters.record_request(conn, request, reason)
+            self._faults.maybe_exit("exit-before-commit")
+
+        verdicts = {position: v.result for position, v in settled.items()}
         for attempt in range(_RETRIES_IN_PLACE):
             try:
                 async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
                     with self.metrics.batch_seconds.time():
-                        return await self._applier.apply(
+                        return await self._apply(
                             conn,
                             requests,
-                            lambda: self._faults.maybe_exit("exit-before-commit"),
-                            None if attempt else suspects,
+                            settled=verdicts,
+                            before_commit=before_commit,
+                            may_be_done=None if attempt else suspects,
                         )
             except _RACES:
                 self.metrics.retries.labels("race").inc()
@@ -265,17 +336,60 @@ class Consumer:
                 await asyncio.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    async def _isolate_failure(self, deliveries: list[_Delivery]) -> None:
-        if len(deliveries) == 1:
-            message = deliveries[0].message
-            log.exception("task message %s failed; it goes back to the queue", message.message_id)
-            with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
-            return
-        log.exception("a batch of %d messages failed; retrying them one by one", len(deliveries))
-        self.metrics.retries.labels("isolate").inc()
-        for delivery in deliveries:
-            await self._handle([delivery.message])
+    async def _apply(
+        self,
+        conn: Connection,
+        requests: list[TaskRequest],
+        *,
+        settled: Mapping[int, Result] | None = None,
+        before_commit: Callable[[Connection], Awaitable[None]] | None = None,
+        may_be_done: set[uuid.UUID] | None = None,
+    ) -> list[Result]:
+        settled = settled or {}
+        self._faults.check_poison(r for i, r in enumerate(requests) if i not in settled)
+        return await self._applier.apply(
+            conn, requests, settled=settled, before_commit=before_commit, may_be_done=may_be_done
+        )
+
+    async def _dry_run(
+        self, requests: list[TaskRequest], positions: list[int]
+    ) -> BaseException | None:
+        """What applying these requests raises (None: they apply); nothing is committed."""
+        part = [requests[i] for i in positions]
+        try:
+            async with (
+                self._pool.acquire(timeout=self._settings.database_timeout) as conn,
+                conn.transaction(),
+            ):
+                await self._apply(conn, part)
+                raise _RolledBack
+        except _RolledBack:
+            return None
+        except TRANSIENT_ERRORS:
+            raise
+        except _RACES:
+            return None  # losing a race with another worker is no request's fault
+        except Exception as exc:
+            return exc
+
+    async def _commit_one_by_one(
+        self, requests: list[TaskRequest], settled: dict[int, Verdict]
+    ) -> list[Result]:
+        """The last resort, when no request fails alone (only some combination of them does):
+        each request in a transaction of its own, in arrival order."""
+        results: list[Result] = []
+        for position, request in enumerate(requests):
+            judged = settled.get(position)
+            if judged is None:
+                try:
+                    results.extend(await self._commit([request], {}, None))
+                    continue
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception as exc:
+                    judged = verdict(request, exc)
+            results.extend(await self._commit([request], {0: judged}, None))
+        return results
 
     async def _nack_all(self, deliveries: list[_Delivery]) -> None:
         for delivery in deliveries:
@@ -315,11 +429,12 @@ class Consumer:
                 log.info("could not reply to %s: %r", reply_to, exc)
 
     async def _on_dead_letter(self, message: AbstractIncomingMessage) -> None:
-        """Record a dead-lettered message and mark its requests failed; ack after commit."""
+        """Record the unfinished requests of a dead-lettered message and mark them failed; ack
+        after commit."""
         reason = deadletters.death_reason(message.headers)
         try:
             async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
-                letter = await deadletters.record(conn, message.message_id, message.body, reason)
+                letters = await deadletters.record(conn, message.message_id, message.body, reason)
         except Exception as exc:
             log.warning("could not record dead letter %s (%r); retrying", message.message_id, exc)
             await asyncio.sleep(1)
@@ -327,12 +442,12 @@ class Consumer:
                 await message.nack(requeue=True)
             return
         log.error(
-            "message %s was dead-lettered (%s); kept as dead letter %d",
+            "message %s was dead-lettered (%s); kept as dead letters %s",
             message.message_id,
             reason,
-            letter,
+            letters,
         )
-        self.metrics.dead_letters.inc()
+        self.metrics.dead_letters.inc(len(letters))
         with contextlib.suppress(Exception):
             await message.ack()
 

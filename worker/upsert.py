@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -103,36 +103,50 @@ class BatchApplier:
         self,
         conn: Connection,
         requests: list[TaskRequest],
-        before_commit: Callable[[], None] = lambda: None,
+        *,
+        settled: Mapping[int, Result] | None = None,
+        before_commit: Callable[[Connection], Awaitable[None]] | None = None,
         may_be_done: set[uuid.UUID] | None = None,
     ) -> list[Result]:
         """Apply `requests` in one transaction; results come back in request order.
 
-        `may_be_done` names the requests that can already have a stored result (None: any); the
-        others skip that look-up. Should one be wrong, the result insert conflicts and the batch
-        runs again with every request looked up.
+        `settled` holds final results, by position in `requests`, of requests that are not to be
+        applied (the culprits of an earlier failure of this batch): they are stored like any other
+        result. `may_be_done` names the requests that can already have a stored result (None:
+        any); the others skip that look-up. Should one be wrong, the result insert conflicts and
+        the batch runs again with every request looked up.
         """
+        settled = settled or {}
         async with conn.transaction():
             lookup = [r.id for r in requests if may_be_done is None or r.id in may_be_done]
             done = await stored_results(conn, lookup) if lookup else {}
             await _forget_dead(conn, done)
-            # A request redelivered into the same batch as its first delivery runs once.
-            fresh = _first_deliveries(requests, done)
-            by_workflow: dict[int, list[TaskRequest]] = defaultdict(list)
-            for request in fresh:
-                by_workflow[request.workflow_id].append(request)
             made: dict[uuid.UUID, Result] = {}
+            by_workflow: dict[int, list[TaskRequest]] = defaultdict(list)
+            # A request redelivered into the same batch as its first delivery runs once.
+            for index, request in _first_deliveries(requests, done):
+                if index in settled:
+                    made[request.id] = settled[index]
+                else:
+                    by_workflow[request.workflow_id].append(request)
+            gone: dict[uuid.UUID, Result] = {}
             for workflow_id, group in by_workflow.items():
                 version = max(r.workflow_version for r in group)
-                workflow = await self._workflows.get(conn, workflow_id, version)
+                try:
+                    workflow = await self._workflows.get(conn, workflow_id, version)
+                except UnknownWorkflow:
+                    # Permanent, and not storable (results reference their workflow): answered only.
+                    gone.update((r.id, _workflow_gone(r)) for r in group)
+                    continue
                 made.update(await self._apply_workflow(conn, workflow, group))
             if made:
                 try:
                     await insert_results(conn, list(made.values()))
                 except asyncpg.UniqueViolationError as exc:
                     raise RetryBatch("another transaction stored one of these results") from exc
-            before_commit()
-        return [_answer(r, done.get(r.id) or made[r.id]) for r in requests]
+            if before_commit is not None:
+                await before_commit(conn)
+        return [_answer(r, done.get(r.id) or made.get(r.id) or gone[r.id]) for r in requests]
 
     async def _apply_workflow(
         self, conn: Connection, workflow: Workflow, requests: list[TaskRequest]
@@ -311,12 +325,12 @@ async def _forget_dead(conn: Connection, done: dict[uuid.UUID, Result]) -> None:
 
 def _first_deliveries(
     requests: list[TaskRequest], done: dict[uuid.UUID, Result]
-) -> list[TaskRequest]:
-    """Requests with no stored result, each once, in arrival order."""
-    fresh: dict[uuid.UUID, TaskRequest] = {}
-    for request in requests:
+) -> list[tuple[int, TaskRequest]]:
+    """Requests with no stored result, each id once, in arrival order, with their positions."""
+    fresh: dict[uuid.UUID, tuple[int, TaskRequest]] = {}
+    for index, request in enumerate(requests):
         if request.id not in done and request.id not in fresh:
-            fresh[request.id] = request
+            fresh[request.id] = (index, request)
     return list(fresh.values())
 
 
@@ -325,6 +339,19 @@ def _answer(request: TaskRequest, result: Result) -> Result:
     if result.fingerprint is not None and result.fingerprint != request.fingerprint:
         return _key_reused(request)
     return result
+
+
+def _workflow_gone(request: TaskRequest) -> Result:
+    body = _json({"error": "not_found", "message": "the workflow of this request no longer exists"})
+    return Result(
+        request.id,
+        request.workflow_id,
+        404,
+        Outcome.NOT_FOUND.value,
+        body,
+        received_at=request.received_at,
+        fingerprint=request.fingerprint,
+    )
 
 
 def _key_reused(request: TaskRequest) -> Result:

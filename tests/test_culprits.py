@@ -1,0 +1,66 @@
+"""Bisection over dry runs: pure, no services."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from ingest.messages import Operation, TaskRequest
+from worker.culprits import find_culprits, verdict
+
+
+def _dry_run_failing_on(bad: set[int], tried: list[list[int]]):
+    async def dry_run(positions: list[int]) -> BaseException | None:
+        tried.append(positions)
+        hit = sorted(bad.intersection(positions))
+        return ValueError(f"poison {hit}") if hit else None
+
+    return dry_run
+
+
+async def test_every_request_that_fails_alone_is_found_and_no_other():
+    bad = {3, 17, 18, 99}
+    tried: list[list[int]] = []
+    found = await find_culprits(_dry_run_failing_on(bad, tried), list(range(100)), ValueError())
+    assert set(found) == bad
+    assert all(str(found[p]) == f"poison [{p}]" for p in bad)
+    # Bisection: a handful of dry runs per culprit, not one per request.
+    assert len(tried) < 4 * 2 * 7
+
+
+async def test_a_lone_failing_request_is_its_own_culprit_without_a_dry_run():
+    tried: list[list[int]] = []
+    failure = RuntimeError("boom")
+    found = await find_culprits(_dry_run_failing_on({5}, tried), [5], failure)
+    assert found == {5: failure}
+    assert tried == []
+
+
+async def test_a_failure_only_a_combination_causes_yields_no_culprit():
+    async def together_only(positions: list[int]) -> BaseException | None:
+        return ValueError() if {0, 1} <= set(positions) else None
+
+    assert await find_culprits(together_only, [0, 1], ValueError()) == {}
+
+
+def _request() -> TaskRequest:
+    return TaskRequest(uuid.uuid4(), 1, 1, Operation.UPSERT, "{}", 0.0)
+
+
+def test_a_value_postgres_refuses_is_the_clients_422():
+    judged = verdict(_request(), asyncpg.NumericValueOutOfRangeError("numeric field overflow"))
+    assert judged.dead_reason is None
+    assert judged.result.http_status == 422
+    assert "numeric field overflow" in judged.result.body
+
+
+def test_any_other_failure_is_dead_lettered_alone_with_its_own_500():
+    request = _request()
+    judged = verdict(request, RuntimeError("bug " + "x" * 2000))
+    assert judged.result.http_status == 500
+    assert judged.result.request_id == request.id
+    assert judged.result.outcome == "dead"
+    assert judged.dead_reason is not None
+    assert judged.dead_reason.startswith("RuntimeError: bug")
+    assert len(judged.dead_reason) <= 500

@@ -1,0 +1,75 @@
+"""Finding the requests that make a batch fail, so that one request's failure stays its own.
+
+A batch is applied in one transaction, so it fails as a whole. When it fails for a reason other
+than the database or the broker being unavailable, some of its requests cause it: a value Postgres
+refuses, or a bug one payload triggers. `find_culprits` finds them by bisection over dry runs
+(transactions rolled back): a part that applies holds no culprit, a lone request that fails is one.
+The consumer then applies the batch once more without them, each culprit with a final result of
+its own (`verdict`), so the healthy requests of the batch commit after a single retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+
+from ingest.deadletters import DEAD_OUTCOME, DEAD_STATUS, failure_body
+from ingest.messages import TaskRequest
+from ingest.results import Result
+from ingest.store import VALUE_REJECTED
+from ingest.tasks import Outcome
+
+#: Dry-runs the requests at these positions: None when they apply, else what they raised.
+DryRun = Callable[[list[int]], Awaitable[BaseException | None]]
+
+_REASON_CHARS = 500
+
+
+async def find_culprits(
+    dry_run: DryRun, positions: list[int], failure: BaseException
+) -> dict[int, BaseException]:
+    """The positions whose request fails alone, with what it raised, among `positions` (which
+    failed together with `failure`). A failure that only a combination of requests causes yields
+    no culprit in that part."""
+    if len(positions) == 1:
+        return {positions[0]: failure}
+    middle = len(positions) // 2
+    found: dict[int, BaseException] = {}
+    for part in (positions[:middle], positions[middle:]):
+        part_failure = await dry_run(part)
+        if part_failure is not None:
+            found.update(await find_culprits(dry_run, part, part_failure))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A culprit's final result, and why it is dead-lettered (None: it is the client's 4xx)."""
+
+    result: Result
+    dead_reason: str | None = None
+
+
+def verdict(request: TaskRequest, failure: BaseException) -> Verdict:
+    """A value Postgres refuses is the client's 422; any other failure of a request alone is a
+    bug it triggers: it is dead-lettered with its own 500, for an operator to replay."""
+    if isinstance(failure, VALUE_REJECTED):
+        message = f"the database cannot store this task: {failure}"[:_REASON_CHARS]
+        body = {"error": "unstorable_value", "message": message}
+        return Verdict(_result(request, 422, Outcome.INVALID.value, orjson.dumps(body).decode()))
+    reason = f"{type(failure).__name__}: {failure}"[:_REASON_CHARS]
+    return Verdict(_result(request, DEAD_STATUS, DEAD_OUTCOME, failure_body(reason)), reason)
+
+
+def _result(request: TaskRequest, status: int, outcome: str, body: str) -> Result:
+    return Result(
+        request_id=request.id,
+        workflow_id=request.workflow_id,
+        http_status=status,
+        outcome=outcome,
+        body=body,
+        received_at=request.received_at,
+        fingerprint=request.fingerprint,
+    )
