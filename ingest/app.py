@@ -17,6 +17,7 @@ from aiohttp import web
 from ingest import store
 from ingest.app_keys import EDGE, METRICS, SETTINGS
 from ingest.broker import BrokerLink, Publisher, close_connection_with, ensure_topology
+from ingest.cursors import Cursors
 from ingest.metrics import EdgeMetrics
 from ingest.ratelimit import RateLimiter
 from ingest.replies import ReplyInbox
@@ -60,6 +61,7 @@ class Edge:
     publisher: Publisher
     inbox: ReplyInbox
     request_ids: RequestIds
+    cursors: Cursors
     workflows: WorkflowsByToken
     rate_limiter: RateLimiter
 
@@ -108,12 +110,14 @@ async def edge_context(app: web.Application) -> AsyncIterator[None]:
         BrokerLink(settings, f"ingest-edge-{os.getpid()}", setup, teardown) as link,
         publisher,
     ):
+        key = await _request_id_key(settings, pool)
         app[EDGE] = Edge(
             pool=pool,
             link=link,
             publisher=publisher,
             inbox=inbox,
-            request_ids=RequestIds(await _request_id_key(settings, pool)),
+            request_ids=RequestIds(key),
+            cursors=Cursors(key),  # derives its own keys from the same secret
             workflows=WorkflowsByToken(pool, settings.workflow_cache_ttl),
             rate_limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
         )

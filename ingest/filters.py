@@ -7,13 +7,12 @@ as the field's type: numbers numerically, dates as dates, checkboxes as true/fal
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from ingest.cursors import Cursors, query_digest
 from ingest.errors import RequestError
 from ingest.store import Connection, Pool, load_values, task_from_row, value_column
 from ingest.tasks import TaskRecord
@@ -95,17 +94,12 @@ class _Query:
         )
 
 
-def encode_cursor(task_id: int) -> str:
-    return base64.urlsafe_b64encode(str(task_id).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        task_id = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        task_id = -1
-    if not 0 <= task_id < 2**63:
-        raise InvalidFilter("cursor is not one this service handed out")
+def _after(cursors: Cursors, cursor: str, workflow: Workflow, digest: bytes) -> int:
+    task_id = cursors.unseal(cursor, workflow.id, digest)
+    if task_id is None:
+        raise InvalidFilter(
+            "cursor is not one this service handed out for this workflow and these filters"
+        )
     return task_id
 
 
@@ -118,13 +112,18 @@ def _limit(text: str | None) -> int:
 
 
 async def list_tasks(
-    conn: Pool | Connection, workflow: Workflow, query: list[tuple[str, str]]
+    conn: Pool | Connection, workflow: Workflow, query: list[tuple[str, str]], cursors: Cursors
 ) -> Page:
-    """One page of the workflow's tasks matching every filter in `query`, oldest first."""
+    """One page of the workflow's tasks matching every filter in `query`, oldest first.
+
+    Cursors are bound to the filters but not to `limit`: the page after a task is the same
+    whatever the page size, so a client may change it while paging.
+    """
     sql = _Query(workflow.id)
     names = {spec.name: spec for spec in workflow.definition.fields}
     params = dict(query)
     limit = _limit(params.get(LIMIT) if LIMIT not in names else None)
+    digest = query_digest([(k, v) for k, v in query if k in names or k not in (CURSOR, LIMIT)])
     for name, text in query:
         if "\x00" in text:
             raise InvalidFilter(f"the value of {name!r} contains a NUL character")
@@ -135,7 +134,7 @@ async def list_tasks(
         elif name == ASSIGNED_TO:
             sql.builtin("assigned_to", text)
         elif name == CURSOR:
-            sql.conditions.append(f"t.id > {sql.param(decode_cursor(text))}")
+            sql.conditions.append(f"t.id > {sql.param(_after(cursors, text, workflow, digest))}")
         elif name != LIMIT:
             raise InvalidFilter(f"{name!r} is not a field of this workflow")
     rows = await conn.fetch(
@@ -147,4 +146,5 @@ async def list_tasks(
     rows = rows[:limit]
     values = await load_values(conn, [row["id"] for row in rows]) if rows else {}
     tasks = [task_from_row(row, values.get(row["id"], {})) for row in rows]
-    return Page(tasks, encode_cursor(rows[-1]["id"]) if more else None)
+    next_cursor = cursors.seal(rows[-1]["id"], workflow.id, digest) if more else None
+    return Page(tasks, next_cursor)

@@ -370,7 +370,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     """Flowdash's list: a JSON array; the next page's cursor travels in `Link` (rel="next")."""
     settings, edge = request.app[SETTINGS], request.app[EDGE]
     workflow = await _workflow_of(request)
-    page = await filters.list_tasks(edge.pool, workflow, list(request.query.items()))
+    page = await filters.list_tasks(edge.pool, workflow, list(request.query.items()), edge.cursors)
     headers = {}
     if page.next_cursor is not None:
         query = [(k, v) for k, v in request.query.items() if k != filters.CURSOR]
