@@ -7,7 +7,7 @@ import uuid
 import asyncpg
 
 from ingest.messages import Operation, TaskRequest
-from worker.culprits import find_culprits, verdict
+from worker.culprits import commit_parts, find_culprits, verdict
 
 
 def _dry_run_failing_on(bad: set[int], tried: list[list[int]]):
@@ -64,3 +64,28 @@ def test_any_other_failure_is_dead_lettered_alone_with_its_own_500():
     assert judged.dead_reason is not None
     assert judged.dead_reason.startswith("RuntimeError: bug")
     assert len(judged.dead_reason) <= 500
+
+
+def test_a_batch_is_committed_whole_until_a_worker_died_holding_a_message():
+    assert commit_parts([(3, 0), (2, 0)]) == [[0, 1, 2, 3, 4]]
+
+
+def test_a_message_a_worker_keeps_dying_on_is_cut_finer_at_every_delivery():
+    # First redelivery: two parts, last first; second: four parts, first first; and so on.
+    assert commit_parts([(8, 1)]) == [[4, 5, 6, 7], [0, 1, 2, 3]]
+    assert commit_parts([(8, 2)]) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert commit_parts([(8, 9)]) == [[7], [6], [5], [4], [3], [2], [1], [0]]
+    # Healthy messages around it keep their order and stay whole.
+    assert commit_parts([(2, 0), (4, 2), (1, 0)]) == [[0, 1], [2], [3], [4], [5], [6]]
+
+
+def test_by_the_delivery_limit_the_killer_is_alone_wherever_it_sits():
+    for killer in range(256):
+        finished: set[int] = set()
+        for deaths in range(10):  # the default delivery limit
+            for part in commit_parts([(256, deaths)]):
+                todo = [p for p in part if p not in finished]
+                if killer in todo:
+                    break  # the worker dies; what committed before stays committed
+                finished.update(todo)
+        assert finished == set(range(256)) - {killer}, killer

@@ -8,14 +8,22 @@ Postgres and RabbitMQ, injects its fault, heals, and checks the history (tests/h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import secrets
+import uuid
 from collections.abc import Awaitable, Callable
 
 import aio_pika
+import aiohttp
+import orjson
 import pytest
 
+from ingest import store
+from ingest.messages import Operation, TaskBatch, TaskRequest
+from ingest.workflows import WorkflowDefinition
 from tests.harness.cluster import Cluster
-from tests.harness.history import History, Report, check, load, settle
+from tests.harness.history import LEDGER, History, Report, check, load, settle
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
@@ -335,3 +343,161 @@ async def test_overload_gets_503s_and_the_edge_memory_stays_flat(tmp_path):
         assert report.ok, report
         assert report.statuses.get("503", 0) > 0, report
         assert peak - before < 48, (before, peak)
+
+
+# -------------------------------------------------------------------------------------- poison
+
+#: A workflow with a text Unique ID, for poison that targets the index on it.
+KEYED = {
+    "name": "Keyed",
+    "fields": [{"name": "Ref", "type": "text", "required": True}],
+    "unique_id": "Ref",
+}
+
+
+def _poison_bodies(marker: str) -> dict[str, tuple[str, bytes, set[int]]]:
+    """Poison kinds: (workflow to send to, raw body, the final statuses it may get)."""
+    return {
+        "tiny exponent": (
+            "ledger",
+            b'{"Marker": "%s", "Seq": -1e-9999999999999999999}' % marker.encode(),
+            {400, 422},
+        ),
+        "huge exponent in an unknown key": (
+            "ledger",
+            b'{"Marker": "%s", "x": 1E+9999999999999999999}' % marker.encode(),
+            {400, 422},
+        ),
+        "crashes the handler": ("ledger", b'{"Marker": "POISON-%s"}' % marker.encode(), {500}),
+        "60k unknown keys": (
+            "ledger",
+            orjson.dumps({"Marker": marker, **{f"k{n}": n for n in range(60_000)}}),
+            {413, 422},
+        ),
+        # Random, so that Postgres cannot compress it under the index's row limit.
+        "Unique ID too long for its index": (
+            "keyed",
+            orjson.dumps({"Ref": marker + secrets.token_urlsafe(3000)}),
+            {422},
+        ),
+        "text too long": ("keyed", orjson.dumps({"Ref": "y" * 20_000}), {422}),
+    }
+
+
+async def _final_status(session: aiohttp.ClientSession, response: aiohttp.ClientResponse) -> int:
+    """The request's final status: the answer itself, or its status URL's once it is final."""
+    if response.status != 202:
+        return response.status
+    location = response.headers["Location"]
+    for _ in range(600):
+        async with session.get(location) as status:
+            document = await status.json()
+        if document["status"] != "pending":
+            return int(document["http_status"])
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{location} never became final")
+
+
+@pytest.mark.ci
+async def test_poison_mixed_into_load_from_several_workflows_harms_no_other_request(tmp_path):
+    """Poison of every kind, sent alongside healthy load to two other workflows: every healthy
+    request succeeds exactly once, every poison request gets a final answer of its own, and
+    nothing but the poison is dead-lettered."""
+    async with Cluster(tmp_path) as cluster:
+        url = await cluster.start_edge(0)
+        await cluster.start_worker(0, fault_points="poison:POISON")
+        await cluster.wait_consumers(1)
+        assert cluster.workflow is not None
+        second, second_token = await store.create_workflow(
+            cluster.pool, WorkflowDefinition.parse({**LEDGER, "name": "Ledger 2"})
+        )
+        keyed, keyed_token = await store.create_workflow(
+            cluster.pool, WorkflowDefinition.parse(KEYED)
+        )
+        tokens = {"ledger": cluster.token, "keyed": keyed_token}
+        histories = {cluster.workflow.id: History(), second.id: History()}
+        done = asyncio.Event()
+        loads = [
+            asyncio.create_task(
+                load([url], token, history, until=done, count=1500, concurrency=8, prefer="wait=5")
+            )
+            for token, history in zip(
+                (cluster.token, second_token), histories.values(), strict=True
+            )
+        ]
+        answers: dict[str, list[int]] = {}
+        async with aiohttp.ClientSession() as session:
+            for round_ in range(6):
+                for kind, (target, body, _) in _poison_bodies(f"poison-{round_}").items():
+                    async with session.post(
+                        f"{url}/api/v1/workflows/{tokens[target]}/tasks",
+                        data=body,
+                        headers={"Content-Type": "application/json", "Prefer": "wait=5"},
+                    ) as response:
+                        answers.setdefault(kind, []).append(await _final_status(session, response))
+            done.set()
+            await asyncio.wait_for(asyncio.gather(*loads), 120)
+        for workflow_id, history in histories.items():
+            await settle(cluster.pool, workflow_id, history, within=60)
+            report = await check(cluster.pool, workflow_id, history)
+            print(f"\nworkflow {workflow_id}: {report}")
+            assert report.ok, f"{report}\n{cluster.logs()}"
+            assert set(report.statuses) == {"201"}, report
+        for kind, (_, _, allowed) in _poison_bodies("").items():
+            assert set(answers[kind]) <= allowed, (kind, answers[kind])
+        print(f"poison answers: {answers}")
+        assert (
+            await cluster.pool.fetchval(
+                "SELECT count(*) FROM tasks WHERE workflow_id = $1", keyed.id
+            )
+            == 0
+        )
+        poisoned = await cluster.pool.fetchval(
+            "SELECT count(*) FROM tasks t JOIN task_values v ON v.task_id = t.id"
+            " WHERE v.text_value LIKE '%poison-%'"
+        )
+        assert poisoned == 0
+        letters = await cluster.pool.fetch("SELECT body FROM dead_letters")
+        assert len(letters) == 6, letters  # the six crashing requests, each alone
+        assert all(b"POISON-" in bytes(letter["body"]) for letter in letters)
+
+
+async def test_a_request_that_kills_the_worker_is_dead_lettered_alone(tmp_path):
+    """No exception to catch: the worker dies on it at every delivery. Its neighbours in the
+    message commit anyway, and only it reaches the dead-letter queue."""
+    async with Cluster(tmp_path) as cluster:
+        assert cluster.workflow is not None
+        workflow = cluster.workflow
+        await cluster.start_worker(0, fault_points="kill:KILLER")
+        await cluster.wait_consumers(1)
+        requests = [
+            TaskRequest(
+                uuid.uuid4(),
+                workflow.id,
+                workflow.version,
+                Operation.UPSERT,
+                orjson.dumps({"Marker": "KILLER" if n == 37 else f"ok-{n}", "Seq": n}).decode(),
+                0.0,
+            )
+            for n in range(64)
+        ]
+        connection = await aio_pika.connect(cluster.rabbit.url, timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            exchange = await channel.get_exchange("fault.tasks")
+            message = aio_pika.Message(TaskBatch(tuple(requests)).encode(), delivery_mode=2)
+            await exchange.publish(message, routing_key="fault.tasks")
+        for _ in range(15):  # a supervisor's restarts, at most one per delivery
+            if await cluster.pool.fetchval("SELECT count(*) FROM dead_letters"):
+                break
+            with contextlib.suppress(AssertionError):
+                await cluster.wait_exit(cluster.workers[0], within=10)
+            if cluster.workers[0].poll() is not None:
+                await cluster.start_worker(0, fault_points="kill:KILLER")
+        letters = await cluster.pool.fetch("SELECT request_ids FROM dead_letters")
+        assert [list(letter["request_ids"]) for letter in letters] == [[requests[37].id]]
+        statuses = dict(
+            await cluster.pool.fetch("SELECT request_id, http_status FROM request_results")
+        )
+        assert statuses.pop(requests[37].id) == 500
+        assert statuses == {r.id: 201 for n, r in enumerate(requests) if n != 37}

@@ -52,7 +52,7 @@ from ingest.metrics import WorkerMetrics, serve_metrics
 from ingest.results import Result
 from ingest.settings import Settings
 from ingest.store import DATABASE_UNAVAILABLE, Connection
-from worker.culprits import Verdict, find_culprits, verdict
+from worker.culprits import Verdict, commit_parts, find_culprits, verdict
 from worker.faults import FaultPoints
 from worker.upsert import BatchApplier, RetryBatch
 
@@ -255,10 +255,11 @@ class Consumer:
             for request in d.batch.requests
             if d.message.redelivered or request.keyed
         }
+        parts = commit_parts(_deaths(deliveries))
         backoff = 0.1
         while True:
             try:
-                return await self._apply_isolating(requests, suspects)
+                return await self._apply_in_parts(requests, parts, suspects)
             except TRANSIENT_ERRORS as exc:
                 if self._stopping.is_set() or not _live(deliveries[0].message):
                     return None
@@ -268,6 +269,18 @@ class Consumer:
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
                 suspects = None  # a request-by-request fallback may have committed some
+
+    async def _apply_in_parts(
+        self, requests: list[TaskRequest], parts: list[list[int]], suspects: set[uuid.UUID] | None
+    ) -> list[Result]:
+        """Results of the batch, each part (positions in `requests`) committed on its own."""
+        if len(parts) == 1:
+            return await self._apply_isolating(requests, suspects)
+        by_position: dict[int, Result] = {}
+        for part in parts:
+            results = await self._apply_isolating([requests[i] for i in part], suspects)
+            by_position.update(zip(part, results, strict=True))
+        return [by_position[i] for i in range(len(requests))]
 
     async def _apply_isolating(
         self, requests: list[TaskRequest], suspects: set[uuid.UUID] | None
@@ -450,6 +463,18 @@ class Consumer:
         self.metrics.dead_letters.inc(len(letters))
         with contextlib.suppress(Exception):
             await message.ack()
+
+
+def _deaths(deliveries: list[_Delivery]) -> list[tuple[int, int]]:
+    return [(len(d.batch.requests), _earlier_deliveries(d.message)) for d in deliveries]
+
+
+def _earlier_deliveries(message: AbstractIncomingMessage) -> int:
+    """How often the broker delivered this message before (quorum queues count it)."""
+    count = message.headers.get("x-delivery-count") if message.headers else None
+    if isinstance(count, int) and count >= 0:
+        return count
+    return 1 if message.redelivered else 0
 
 
 def _request_count(message: AbstractIncomingMessage) -> int:

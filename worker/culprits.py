@@ -44,6 +44,29 @@ async def find_culprits(
     return found
 
 
+def commit_parts(messages: list[tuple[int, int]]) -> list[list[int]]:
+    """How to commit a batch of messages, given (requests, earlier deliveries) of each: whole,
+    unless a worker died holding one of its messages. A request may kill the worker (no exception
+    to catch, no dry run survives it), so a redelivered message is applied in ever smaller parts,
+    2 ** (earlier deliveries), each committed on its own, from alternating ends: the requests
+    beside the killer commit before it, and within the default delivery limit (10) a message of
+    up to 256 requests (the edge's default batch) leaves the killer dead-lettered alone. Parts
+    are positions in the batch; messages keep their order."""
+    parts: list[list[int]] = [[]]
+    start = 0
+    for count, deaths in messages:
+        positions = list(range(start, start + count))
+        start += count
+        if deaths < 1:
+            parts[-1].extend(positions)
+            continue
+        size = -(-count // min(2**deaths, count))
+        chunks = [positions[i : i + size] for i in range(0, count, size)]
+        parts.extend(chunks[::-1] if deaths % 2 else chunks)
+        parts.append([])
+    return [part for part in parts if part]
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """A culprit's final result, and why it is dead-lettered (None: it is the client's 4xx)."""

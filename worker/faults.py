@@ -1,8 +1,9 @@
 """Fault points: deterministic crashes for the fault suite, armed only by INGEST_FAULT_POINTS.
 
 `poison:MARKER` makes any batch holding a request whose body contains MARKER raise (a handler
-crash); `exit-before-commit` and `exit-after-commit` kill the worker process with SIGKILL at that
-point of its first batch. Unset (the default), every check is a cheap no-op.
+crash); `kill:MARKER` kills the worker process with SIGKILL instead (a crash no handler survives);
+`exit-before-commit` and `exit-after-commit` kill it at that point of its first batch. Unset (the
+default), every check is a cheap no-op.
 """
 
 from __future__ import annotations
@@ -25,10 +26,17 @@ class FaultPoints:
     def __init__(self, spec: str) -> None:
         points = [p.strip() for p in spec.split(",") if p.strip()]
         self._markers = [p.removeprefix("poison:") for p in points if p.startswith("poison:")]
+        self._killers = [p.removeprefix("kill:") for p in points if p.startswith("kill:")]
         self._exits = {p for p in points if p.startswith("exit-")}
 
     def check_poison(self, requests: Iterable[TaskRequest]) -> None:
-        if self._markers and any(m in r.body for r in requests for m in self._markers):
+        if not (self._markers or self._killers):
+            return
+        bodies = [r.body for r in requests]
+        if any(m in body for body in bodies for m in self._killers):
+            log.error("fault point kill: killing worker %d", os.getpid())
+            os.kill(os.getpid(), signal.SIGKILL)
+        if any(m in body for body in bodies for m in self._markers):
             raise PoisonFault("a request matched a poison fault point")
 
     def maybe_exit(self, point: str) -> None:
