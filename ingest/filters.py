@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import InvalidOperation
 from typing import Any
 
 from ingest.cursors import Cursors, query_digest
 from ingest.errors import RequestError
 from ingest.store import Connection, Pool, load_values, task_from_row, value_column
-from ingest.tasks import TaskRecord
+from ingest.tasks import TaskRecord, read_number
 from ingest.workflows import ASSIGNED_TO, STAGE, FieldSpec, FieldType, Workflow
 
 LIMIT = "limit"
@@ -34,15 +34,11 @@ class Page:
     next_cursor: str | None
 
 
-#: Numbers beyond this many digits or this exponent cannot be stored, so cannot match.
-MAX_NUMBER_DIGITS = 1000
-
-
 def _typed(spec: FieldSpec, text: str) -> Any:
     try:
         if spec.type in (FieldType.NUMBER, FieldType.CURRENCY):
-            number = Decimal(text)
-            if not number.is_finite() or abs(number.adjusted()) > MAX_NUMBER_DIGITS:
+            number = read_number(text)  # beyond the bounds no stored number can match
+            if number is None:
                 raise InvalidOperation
             return number
         if spec.type is FieldType.DATE:

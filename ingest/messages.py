@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from ingest.errors import DecodeError, MalformedBody
+from ingest.tasks import MAX_NUMBER_DIGITS, read_number
 
 WIRE_VERSION = 1
 CONTENT_TYPE = "application/json"
@@ -166,21 +167,87 @@ def idempotent_request_id(workflow_id: int, key: str) -> uuid.UUID:
     return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{workflow_id}/{key}")
 
 
+#: Deepest nesting a task body may have: the worker's parser must read whatever the edge accepts.
+MAX_DEPTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class OutOfRangeNumber:
+    """A number literal beyond the bounds of `ingest.tasks` (digits, exponent), kept in the parsed
+    body in its place: validation then answers `is not a number` (or `is invalid`, or `is not a
+    field`) for the key that holds it, instead of the parser failing on the whole body."""
+
+    literal: str
+
+    def __repr__(self) -> str:
+        shown = self.literal if len(self.literal) <= 40 else f"{self.literal[:37]}..."
+        return f"OutOfRangeNumber({shown})"
+
+
+def _bounded_float(literal: str) -> Decimal | OutOfRangeNumber:
+    number = read_number(literal)
+    return OutOfRangeNumber(literal) if number is None else number
+
+
+def _bounded_int(literal: str) -> int | OutOfRangeNumber:
+    if len(literal.lstrip("-")) > MAX_NUMBER_DIGITS:
+        return OutOfRangeNumber(literal)
+    return int(literal)
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
 def parse_payload(text: str | bytes) -> dict[str, Any]:
-    """Parse a task body exactly: non-integers become Decimal, never float.
+    """Parse a task body exactly: non-integers become Decimal, never float; a number beyond the
+    bounds becomes an `OutOfRangeNumber`. Raises MalformedBody, and only that, for any input that
+    is not one JSON object ingest can store (see `inspect_values`).
 
     The edge and the worker both parse with this, so what the edge accepted the worker can read.
     """
     try:
-        value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")  # strictly: json.loads would also take UTF-16 or a BOM
+        value = json.loads(
+            text,
+            parse_float=_bounded_float,
+            parse_int=_bounded_int,
+            parse_constant=_reject_constant,
+        )
     except RecursionError:
         raise MalformedBody("JSON nesting is too deep") from None
-    except ValueError as exc:  # JSONDecodeError, oversized integers, NaN/Infinity
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
         raise MalformedBody(f"body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise MalformedBody("body must be a JSON object")
+    inspect_values(value, strict_strings=True)
     return value
+
+
+def inspect_values(value: object, strict_strings: bool) -> None:
+    """Refuse nesting deeper than MAX_DEPTH, NUL characters, and (with `strict_strings`, for
+    parsers that let them through) lone surrogates, which Postgres and every JSON encoder
+    downstream would refuse."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise MalformedBody(f"JSON nesting deeper than {MAX_DEPTH} levels is not accepted")
+        if isinstance(item, dict):
+            stack.extend((key, depth + 1) for key in item)
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            _check_string(item, strict_strings)
+
+
+def _check_string(text: str, strict: bool) -> None:
+    if "\x00" in text:
+        raise MalformedBody("strings cannot contain \\u0000")
+    if strict:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedBody("strings cannot contain lone surrogates") from None

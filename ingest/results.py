@@ -21,8 +21,12 @@ from typing import Any
 import orjson
 
 from ingest.store import Connection, Pool
+from ingest.workflows import TASK_URL
 
 _MAC_BYTES = 10
+#: A result's body is stored up to this many bytes. A larger one (a task with huge values) is
+#: stored as a short note that points at the task; the live reply still carries the whole body.
+MAX_STORED_BODY_BYTES = 256 * 1024
 
 
 class RequestStatus(StrEnum):
@@ -151,9 +155,30 @@ _RESULT_COLUMNS = [
 ]
 
 
+def storable_body(body: str) -> str:
+    """`body`, or when it is over MAX_STORED_BODY_BYTES a short JSON note saying so, with the
+    task's `Task URL` when the body is a task (its status and outcome are kept as they were)."""
+    size = len(body) if len(body) * 4 <= MAX_STORED_BODY_BYTES else len(body.encode())
+    if size <= MAX_STORED_BODY_BYTES:
+        return body
+    note: dict[str, Any] = {
+        "error": "result_too_large",
+        "message": (
+            f"this answer was {size} bytes, more than the {MAX_STORED_BODY_BYTES} kept with a"
+            " result; the request itself took effect as its status says"
+        ),
+    }
+    task = orjson.loads(body)
+    if isinstance(task, dict) and isinstance(task.get(TASK_URL), str):
+        note[TASK_URL] = task[TASK_URL]
+        note["message"] += "; read the task at its Task URL"
+    return orjson.dumps(note).decode()
+
+
 async def insert_results(conn: Connection, results: list[Result]) -> None:
-    """Record final answers (COPY: the cheapest insert); a result already stored for one of these
-    requests, even by a concurrent transaction, makes this raise UniqueViolationError."""
+    """Record final answers (COPY: the cheapest insert), each body within MAX_STORED_BODY_BYTES;
+    a result already stored for one of these requests, even by a concurrent transaction, makes
+    this raise UniqueViolationError."""
     await conn.copy_records_to_table(
         "request_results",
         records=[
@@ -162,7 +187,7 @@ async def insert_results(conn: Connection, results: list[Result]) -> None:
                 r.workflow_id,
                 r.http_status,
                 r.outcome,
-                r.body,
+                storable_body(r.body),
                 r.task_id,
                 datetime.fromtimestamp(r.received_at, UTC),
                 r.fingerprint,

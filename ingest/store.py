@@ -87,18 +87,23 @@ _WORKFLOW_COLUMNS = "id, public_id, version, definition"
 
 
 async def create_workflow(pool: Pool, definition: WorkflowDefinition) -> tuple[Workflow, str]:
-    """Store a new workflow; returns it with its token, which is shown this once."""
+    """Store a new workflow; returns it with its token, which is shown this once.
+
+    `definition` comes from `WorkflowDefinition.parse`, which validated it as it is stored; the
+    read-back still happens inside the transaction, so a failure there leaves nothing behind.
+    """
     token = new_token()
-    row = await pool.fetchrow(
-        "INSERT INTO workflows (public_id, token_hash, name, definition)"
-        f" VALUES ($1, $2, $3, $4) RETURNING {_WORKFLOW_COLUMNS}",
-        new_public_id(),
-        hash_token(token),
-        definition.name,
-        definition.model_dump(mode="json"),
-    )
-    assert row is not None
-    return _workflow(row), token
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "INSERT INTO workflows (public_id, token_hash, name, definition)"
+            f" VALUES ($1, $2, $3, $4) RETURNING {_WORKFLOW_COLUMNS}",
+            new_public_id(),
+            hash_token(token),
+            definition.name,
+            definition.model_dump(mode="json"),
+        )
+        assert row is not None
+        return _workflow(row), token
 
 
 async def workflow_by_token(pool: Pool, token: str) -> Workflow | None:

@@ -8,10 +8,11 @@ decimal strings, dates as YYYY-MM-DD, checkboxes as booleans, unset fields as nu
 from __future__ import annotations
 
 import decimal
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
@@ -53,8 +54,55 @@ def task_url(base_url: str, workflow_public_id: str, task_public_id: str) -> str
     return f"{base_url}/workflows/{workflow_public_id}/tasks/{task_public_id}"
 
 
-#: Enough precision to normalize any number a field accepts (1000 digits) without rounding.
-_EXACT = decimal.Context(prec=2100)
+# ------------------------------------------------------------------ values the database can hold
+
+#: A number keeps at most this many digits, and the power of ten of its last digit lies within
+#: ±MAX_NUMBER_EXPONENT. These are the bounds of every number anywhere: task values, Unique IDs,
+#: filters, and any number literal of a body (`ingest.messages.parse_payload`). Such a number is
+#: stored exactly (NUMERIC holds far more) and written out in at most 2,001 characters.
+MAX_NUMBER_DIGITS = 1000
+MAX_NUMBER_EXPONENT = 1000
+#: A Unique ID's canonical text, in UTF-8 bytes: the btree row of (workflow_id, unique_key) must
+#: stay under Postgres' 2,704 bytes. Every number within bounds fits (2,001 bytes at most).
+MAX_KEY_BYTES = 2048
+
+
+def number_fits(number: Decimal) -> bool:
+    """True when `number` is finite and within the digit and exponent bounds."""
+    if not number.is_finite():
+        return False
+    _, digits, exponent = number.as_tuple()
+    return len(digits) <= MAX_NUMBER_DIGITS and abs(int(exponent)) <= MAX_NUMBER_EXPONENT
+
+
+#: Decimal notation as JSON writes it, with an optional "+", a bare "." and surrounding spaces:
+#: ASCII digits only (`Decimal` would also read "١٢", "1_000" and "Infinity").
+_NUMBER_TEXT = re.compile(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*", re.ASCII)
+
+
+def read_number(text: str) -> Decimal | None:
+    """The exact number `text` writes, or None when it writes none within the bounds.
+
+    Never raises: an exponent beyond what `decimal` can represent is simply not a number.
+    """
+    if not _NUMBER_TEXT.fullmatch(text):
+        return None
+    try:
+        number = Decimal(text)
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number_fits(number) else None
+
+
+def key_fits(key: str) -> bool:
+    """True when a Unique ID's canonical text fits the task index."""
+    return (
+        len(key) * 4 <= MAX_KEY_BYTES or len(key.encode("utf-8", "surrogatepass")) <= MAX_KEY_BYTES
+    )
+
+
+#: Enough precision to normalize any number within the bounds without rounding.
+_EXACT = decimal.Context(prec=MAX_NUMBER_DIGITS + 100)
 
 
 def canonical_number(number: Decimal) -> str:

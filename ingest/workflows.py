@@ -9,16 +9,42 @@ from __future__ import annotations
 import hashlib
 import secrets
 import shlex
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from typing import Any, Self
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from ingest.errors import DefinitionError
 
-#: Field ids are small integers (they key typed values in Postgres' integer column).
+#: Field ids are small integers (they key typed values in Postgres' integer column). A new
+#: definition's ids, numbered ones included, go up to MAX_FIELD_ID.
 MAX_FIELD_ID = 100_000
+#: The most a stored definition may hold: what the integer column holds.
+_MAX_STORED_FIELD_ID = 2**31 - 1
+#: Bounds a new definition keeps. A stored definition is read back as it was stored, so a bound
+#: that tightens never locks an existing workflow out.
+MAX_NAME_CHARS = 200
+MAX_FIELDS = 1000
+MAX_OPTIONS = 1000
+#: 2,000 UTF-8 bytes at most: an option always fits as a Unique ID (`ingest.tasks.MAX_KEY_BYTES`).
+MAX_OPTION_CHARS = 500
+MAX_STAGES = 100
+#: Stages are indexed with their workflow (`tasks_workflow_stage`): short keeps the index healthy.
+MAX_STAGE_CHARS = 200
+MAX_MEMBERS = 1000
+MAX_EMAIL_CHARS = 320
+#: The validation context of a definition being created (rather than read back).
+_NEW = {"new": True}
 STAGE = "Stage"
 ASSIGNED_TO = "Assigned To"
 TASK_URL = "Task URL"
@@ -64,12 +90,12 @@ class FieldSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     type: FieldType
     required: bool = False
     options: tuple[str, ...] = ()
     #: Stable id of the field inside its workflow; assigned on create, kept across renames.
-    id: int = Field(default=0, ge=0, le=MAX_FIELD_ID)
+    id: int = Field(default=0, ge=0, le=_MAX_STORED_FIELD_ID)
 
 
 class WorkflowDefinition(BaseModel):
@@ -77,27 +103,34 @@ class WorkflowDefinition(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
-    fields: tuple[FieldSpec, ...] = Field(default=(), max_length=1000)
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    fields: tuple[FieldSpec, ...] = Field(default=(), max_length=MAX_FIELDS)
     unique_id: str | None = None
     stages: tuple[str, ...] = ("Not Started", "In Progress", "Done")
     members: tuple[str, ...] = ()
 
     @model_validator(mode="after")
-    def _consistent(self) -> Self:
+    def _consistent(self, info: ValidationInfo) -> Self:
         problems = _consistency_problems(self)
+        if info.context == _NEW:
+            problems.extend(_bound_problems(self))
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
     @classmethod
     def parse(cls, raw: object) -> WorkflowDefinition:
-        """Validate a decoded definition; every problem is reported at once."""
+        """Validate a new definition, number its fields, and validate that again exactly as it
+        will be stored, so whatever is accepted can be read back. Every problem is reported."""
+        numbered = cls._new(raw).with_field_ids()
+        return cls._new(numbered.model_dump(mode="json"))
+
+    @classmethod
+    def _new(cls, raw: object) -> WorkflowDefinition:
         try:
-            definition = cls.model_validate(raw)
+            return cls.model_validate(raw, context=_NEW)
         except ValidationError as exc:
             raise DefinitionError([_describe(error) for error in exc.errors()]) from None
-        return definition.with_field_ids()
 
     def with_field_ids(self) -> WorkflowDefinition:
         """Give every field without an id the next free one."""
@@ -136,10 +169,61 @@ def _consistency_problems(definition: WorkflowDefinition) -> list[str]:
         problems.append("stage names cannot be blank")
     if len(set(definition.stages)) != len(definition.stages):
         problems.append("a stage is listed more than once")
-    for member in definition.members:
-        if not looks_like_email(member):
-            problems.append(f"member {member!r} is not an email address")
     return problems
+
+
+def _bound_problems(definition: WorkflowDefinition) -> list[str]:
+    """What a new definition must also keep: sizes that fit every index, and real e-mails.
+
+    Each kind of problem is reported once per list, naming its first offender: a list may be long.
+    """
+    problems: list[str] = []
+    for spec in definition.fields:
+        if spec.id > MAX_FIELD_ID:
+            problems.append(
+                f"field {spec.name!r} has id {spec.id}, beyond the largest field id"
+                f" ({MAX_FIELD_ID}); fields without an id are numbered after the largest id given"
+            )
+        what = f"field {spec.name!r}"
+        if len(spec.options) > MAX_OPTIONS:
+            problems.append(
+                f"{what} lists {len(spec.options)} options; at most {MAX_OPTIONS} are allowed"
+            )
+        problems.extend(_text_problems(f"{what}: option", spec.options, MAX_OPTION_CHARS))
+        if (blank := _first(spec.options, lambda option: not option.strip())) is not None:
+            problems.append(f"{what}: option {blank!r} is blank")
+    if len(definition.stages) > MAX_STAGES:
+        problems.append(
+            f"'stages' lists {len(definition.stages)}; at most {MAX_STAGES} are allowed"
+        )
+    problems.extend(_text_problems("stage", definition.stages, MAX_STAGE_CHARS))
+    if len(definition.members) > MAX_MEMBERS:
+        problems.append(
+            f"'members' lists {len(definition.members)}; at most {MAX_MEMBERS} are allowed"
+        )
+    if (stranger := _first(definition.members, lambda m: not is_email(m))) is not None:
+        problems.append(f"member {_shown(stranger)} is not an email address")
+    names = (definition.name, *(spec.name for spec in definition.fields))
+    if _first(names, lambda name: "\x00" in name) is not None:
+        problems.append("names cannot contain NUL characters")
+    return problems
+
+
+def _text_problems(what: str, texts: tuple[str, ...], most: int) -> list[str]:
+    problems = []
+    if (too_long := _first(texts, lambda text: len(text) > most)) is not None:
+        problems.append(f"{what} {_shown(too_long)} is longer than {most} characters")
+    if (with_nul := _first(texts, lambda text: "\x00" in text)) is not None:
+        problems.append(f"{what} {_shown(with_nul)} contains a NUL character")
+    return problems
+
+
+def _first(texts: Iterable[str], wrong: Callable[[str], bool]) -> str | None:
+    return next((text for text in texts if wrong(text)), None)
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else f"{text[:39]}…")
 
 
 def _unique_id_problems(definition: WorkflowDefinition) -> list[str]:
@@ -162,12 +246,15 @@ def _describe(error: Any) -> str:
     return f"{where}: {message}" if where else message
 
 
-def looks_like_email(value: str) -> bool:
-    """A deliberately small check: one @, something on each side, a dot in the domain."""
-    local, at, domain = value.partition("@")
-    return bool(
-        at and local and "." in domain.strip(".") and " " not in value and "@" not in domain
-    )
+def is_email(value: str) -> bool:
+    """An e-mail address by its syntax alone (email-validator, as pydantic's EmailStr; no DNS)."""
+    if len(value) > MAX_EMAIL_CHARS:
+        return False
+    try:
+        validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
 
 
 class Workflow(BaseModel):

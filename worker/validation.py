@@ -13,21 +13,30 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    HttpUrl,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
 from pydantic import Field as ModelField
 from pydantic_core import PydanticCustomError
 
-from ingest.tasks import Value, canonical_number
+from ingest.tasks import Value, canonical_number, key_fits, number_fits, read_number
 from ingest.workflows import (
     ASSIGNED_TO,
+    MAX_EMAIL_CHARS,
     STAGE,
     FieldSpec,
     FieldType,
     Workflow,
-    looks_like_email,
+    is_email,
 )
 
 BLANK = "can't be blank"
@@ -37,14 +46,33 @@ NOT_IN_LIST = "is not included in the list"
 NOT_A_MEMBER = "is not a member of this workflow"
 NOT_A_FIELD = "is not a field of this workflow"
 
-#: Bounds that keep a value storable and renderable (Postgres NUMERIC allows far more).
-MAX_NUMBER_DIGITS = 1000
+#: Bounds that keep a value storable and renderable (numbers: `ingest.tasks.number_fits`).
 MAX_TEXT_CHARS = {FieldType.LONG_TEXT: 100_000}
 DEFAULT_MAX_TEXT_CHARS = 10_000
+MAX_URL_CHARS = 2048
+MAX_PHONE_CHARS = 64
+#: A 422 names at most this many unknown keys (a "base" message counts the others), each cut to
+#: MAX_SHOWN_KEY_CHARS: the answer stays small whatever the body holds.
+MAX_LISTED_UNKNOWN_KEYS = 20
+MAX_SHOWN_KEY_CHARS = 100
+BASE = "base"
 
-_NUMBER_TEXT = re.compile(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*\Z")
-_DATE_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
-_URL_TEXT = re.compile(r"https?://[^\s/?#]+[^\s]*\Z", re.IGNORECASE)
+_DATE_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}\Z", re.ASCII)
+#: RFC 3339's date-time: seconds required, at most microseconds, an offset or Z ("T" and "Z" may
+#: be lower case, as its section 5.6 allows).
+_RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+#: A phone number: an optional "+", digits with spaces, dashes, dots or parentheses between them,
+#: and an optional extension ("ext", "ext.", "x" or "#" and 1 to 6 digits). The number itself has
+#: 7 to 15 digits (E.164's most). Lengths are checked first, so backtracking stays bounded.
+_PHONE = re.compile(
+    r"(?P<number>\+?[0-9(](?:[0-9 ().\-]*[0-9)])?)(?:\s*(?:ext\.?|x|\#)\s*[0-9]{1,6})?",
+    re.ASCII | re.IGNORECASE,
+)
+_PHONE_DIGITS = range(7, 16)
+#: pydantic-core's WHATWG parser (linear; hosts, ports and IDNA checked).
+_HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
 
 
 def _fail(message: str) -> PydanticCustomError:
@@ -67,35 +95,30 @@ def _text(limit: int) -> Callable[[Any], str]:
 
 def number_text(value: int | Decimal, limit: int) -> str:
     """A JSON number given for a text field, as the text it was written as (42 → "42")."""
-    if isinstance(value, int):
-        text = str(value)
-    elif not value.is_finite() or abs(value.adjusted()) > limit:
+    if isinstance(value, Decimal) and not number_fits(value):
         raise _fail(INVALID)
-    else:
-        text = str(value) if "E" not in str(value) else format(value, "f")
+    text = str(value)  # ints are bounded by the parser (MAX_NUMBER_DIGITS)
+    if isinstance(value, Decimal) and "E" in text:
+        text = format(value, "f")
     if len(text) > limit:
         raise _fail(INVALID)
     return text
 
 
 def to_number(value: Any) -> Decimal:
-    if isinstance(value, bool):
-        raise _fail(NOT_A_NUMBER)
+    """A number within the bounds (`ingest.tasks.number_fits`), from JSON or decimal text.
+
+    Anything else is not a number: booleans, lists, and the `OutOfRangeNumber` the parser leaves
+    for a literal beyond the bounds.
+    """
+    number: Decimal | None = None
     if isinstance(value, str):
-        if not _NUMBER_TEXT.match(value):
-            raise _fail(NOT_A_NUMBER)
-        value = value.strip()
-    if not isinstance(value, int | Decimal | str):
-        raise _fail(NOT_A_NUMBER)
-    try:
+        number = read_number(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
         number = Decimal(value)
-    except (InvalidOperation, ValueError):
-        raise _fail(NOT_A_NUMBER) from None
-    if not number.is_finite():
-        raise _fail(NOT_A_NUMBER)
-    digits, exponent = len(number.as_tuple().digits), number.as_tuple().exponent
-    assert isinstance(exponent, int)
-    if digits > MAX_NUMBER_DIGITS or abs(exponent) > MAX_NUMBER_DIGITS:
+    elif isinstance(value, Decimal):
+        number = value
+    if number is None or not number_fits(number):
         raise _fail(NOT_A_NUMBER)
     return number
 
@@ -110,14 +133,17 @@ def to_date(value: Any) -> date:
 
 
 def to_datetime(value: Any) -> datetime:
-    if not isinstance(value, str) or len(value) > 64:
+    """An RFC 3339 date-time (2020-01-31T09:30:00.5+02:00): ISO 8601's other forms, a missing
+    offset and fractions finer than microseconds (which would be truncated) are invalid."""
+    match = _RFC3339.fullmatch(value) if isinstance(value, str) and len(value) <= 64 else None
+    if match is None:
         raise _fail(INVALID)
+    day, time, fraction, offset = match.groups()
+    offset = "+00:00" if offset in ("Z", "z") else offset
     try:
-        moment = datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(f"{day}T{time}{fraction or ''}{offset}")
     except ValueError:
         raise _fail(INVALID) from None
-    if moment.tzinfo is None:
-        raise _fail(INVALID)
     try:
         moment.astimezone(UTC)  # stored and shown in UTC: it must exist there
     except OverflowError:
@@ -158,13 +184,35 @@ def _choices(options: tuple[str, ...]) -> Callable[[Any], list[str]]:
 
 
 def to_email(value: Any) -> str:
-    if not isinstance(value, str) or len(value) > 320 or not looks_like_email(value):
+    if not isinstance(value, str) or len(value) > MAX_EMAIL_CHARS or not is_email(value):
         raise _fail(INVALID)
     return value
 
 
 def to_url(value: Any) -> str:
-    if not isinstance(value, str) or len(value) > 2048 or not _URL_TEXT.match(value):
+    """An absolute http(s) URL with a host, kept as written: no whitespace or control characters
+    (the WHATWG parser would silently drop some), at most MAX_URL_CHARS characters."""
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_URL_CHARS
+        or not value[:8].lower().startswith(("http://", "https://"))
+        or not value.isprintable()
+        or " " in value
+    ):
+        raise _fail(INVALID)
+    try:
+        _HTTP_URL.validate_python(value)
+    except ValidationError:
+        raise _fail(INVALID) from None
+    return value
+
+
+def to_phone(value: Any) -> str:
+    """A phone number as `_PHONE` describes it, kept as written."""
+    if not isinstance(value, str) or len(value) > MAX_PHONE_CHARS:
+        raise _fail(INVALID)
+    match = _PHONE.fullmatch(value)
+    if match is None or sum(c.isdigit() for c in match["number"]) not in _PHONE_DIGITS:
         raise _fail(INVALID)
     return value
 
@@ -200,9 +248,23 @@ def _converter(spec: FieldSpec, workflow: Workflow) -> Callable[[Any], Any]:
         return to_email
     if kind is FieldType.URL:
         return to_url
+    if kind is FieldType.PHONE:
+        return to_phone
     if kind is FieldType.PERSON:
         return _member(workflow.definition.members)
     return _text(MAX_TEXT_CHARS.get(kind, DEFAULT_MAX_TEXT_CHARS))
+
+
+def _within_key_bound(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The Unique ID's converter: its canonical text must also fit the task index."""
+
+    def check(value: Any) -> Any:
+        converted = convert(value)
+        if not key_fits(canonical_key(converted)):
+            raise _fail(INVALID)
+        return converted
+
+    return check
 
 
 def _nullable(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -243,11 +305,18 @@ class TaskValidator:
     def __init__(self, workflow: Workflow) -> None:
         self.workflow = workflow
         self._attr_of: dict[str, int] = {}
+        self._names = frozenset(
+            {*(spec.name for spec in workflow.definition.fields), STAGE, ASSIGNED_TO}
+        )
         definitions: dict[str, Any] = {}
+        unique = workflow.unique_field
         for spec in workflow.definition.fields:
             attr = f"f{spec.id}"
             self._attr_of[attr] = spec.id
-            checker = BeforeValidator(_nullable(_converter(spec, workflow)))
+            convert = _converter(spec, workflow)
+            if unique is not None and spec.id == unique.id:
+                convert = _within_key_bound(convert)
+            checker = BeforeValidator(_nullable(convert))
             definitions[attr] = (Annotated[Any, checker], ModelField(None, alias=spec.name))
         stage = BeforeValidator(_stage(workflow.definition.stages))
         assignee = BeforeValidator(_nullable(_member(workflow.definition.members)))
@@ -274,10 +343,15 @@ class TaskValidator:
         return canonical_key(getattr(model, f"f{unique.id}"))
 
     def parse(self, payload: dict[str, Any]) -> ParsedTask:
+        # Unknown keys are counted here rather than by pydantic: 60,000 of them cost nothing.
+        unknown = [key for key in payload if key not in self._names]
+        known = {key: value for key, value in payload.items() if key in self._names}
         try:
-            model = self._model.model_validate(payload)
+            model = self._model.model_validate(known)
         except ValidationError as exc:
-            return ParsedTask(errors=_rails_errors(exc))
+            return ParsedTask(errors=_merged(_rails_errors(exc), _unknown_key_errors(unknown)))
+        if unknown:
+            return ParsedTask(errors=_unknown_key_errors(unknown))
         parsed = ParsedTask()
         for attr in model.model_fields_set:
             if attr == "stage_":
@@ -302,6 +376,24 @@ def _rails_errors(exc: ValidationError) -> dict[str, list[str]]:
         bucket = errors.setdefault(name, [])
         if message not in bucket:
             bucket.append(message)
+    return errors
+
+
+def _unknown_key_errors(keys: list[str]) -> dict[str, list[str]]:
+    """At most MAX_LISTED_UNKNOWN_KEYS keys, each cut short; a "base" message counts the rest."""
+    errors: dict[str, list[str]] = {}
+    for key in keys[:MAX_LISTED_UNKNOWN_KEYS]:
+        shown = key if len(key) <= MAX_SHOWN_KEY_CHARS else f"{key[: MAX_SHOWN_KEY_CHARS - 1]}…"
+        errors[shown] = [NOT_A_FIELD]
+    if (more := len(keys) - MAX_LISTED_UNKNOWN_KEYS) > 0:
+        keys_are = "key is not a field" if more == 1 else "keys are not fields"
+        errors.setdefault(BASE, []).append(f"and {more} more {keys_are} of this workflow")
+    return errors
+
+
+def _merged(errors: dict[str, list[str]], more: dict[str, list[str]]) -> dict[str, list[str]]:
+    for name, messages in more.items():
+        errors.setdefault(name, []).extend(messages)
     return errors
 
 
