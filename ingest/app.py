@@ -17,7 +17,9 @@ from aiohttp import web
 from ingest import store
 from ingest.app_keys import EDGE, METRICS, SETTINGS
 from ingest.broker import BrokerLink, Publisher, close_connection_with, ensure_topology
+from ingest.connections import connection_cap, install_connection_limits, raise_open_file_limit
 from ingest.cursors import Cursors
+from ingest.inflight import BODY_BUDGET, BodyBudget, hold_bodies
 from ingest.metrics import EdgeMetrics
 from ingest.ratelimit import RateLimiter
 from ingest.replies import ReplyInbox
@@ -128,9 +130,17 @@ async def edge_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
+    bodies = BodyBudget(settings.max_body_bytes_in_flight)
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware], client_max_size=settings.max_body_bytes
+        middlewares=[
+            metrics_middleware,
+            error_middleware,
+            hold_bodies(bodies, settings.max_body_bytes),
+        ],
+        client_max_size=settings.max_body_bytes,
     )
+    install_connection_limits(app, settings)
+    app[BODY_BUDGET] = bodies
     app[SETTINGS] = settings
     app[METRICS] = EdgeMetrics()
     app.cleanup_ctx.append(edge_context)
@@ -149,6 +159,7 @@ def serve(settings: Settings) -> None:
 async def _serve(settings: Settings) -> None:
     import signal
 
+    raise_open_file_limit(settings)
     app = create_app(settings)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout
@@ -156,7 +167,13 @@ async def _serve(settings: Settings) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True)
     await site.start()
-    log.info("edge %d listening on %s:%d", os.getpid(), settings.host, settings.port)
+    log.info(
+        "edge %d listening on %s:%d (at most %d connections)",
+        os.getpid(),
+        settings.host,
+        settings.port,
+        connection_cap(settings),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

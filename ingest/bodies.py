@@ -7,11 +7,10 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from ingest.errors import BodyTooLarge, MalformedBody, UnsupportedMediaType
-from ingest.messages import parse_payload
+from ingest.inflight import settle_body
+from ingest.messages import inspect_values, parse_payload
 
 _CHUNK = 64 * 1024
-#: Deepest nesting a task body may have: the worker's parser must read whatever the edge accepts.
-MAX_DEPTH = 64
 
 
 def check_content_type(request: web.Request) -> None:
@@ -35,6 +34,7 @@ def buffered_body(request: web.Request, limit: int) -> bytes | None:
     body = request.content.read_nowait()
     if len(body) > limit:
         raise BodyTooLarge(limit)
+    settle_body(request, len(body))
     return body
 
 
@@ -53,53 +53,31 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             chunks.append(chunk)
     except RequestPayloadError as exc:
         raise MalformedBody(f"request body could not be read: {exc}") from None
+    settle_body(request, size)
     return b"".join(chunks)
 
 
-def _inspect(value: object, limit: int, strict_strings: bool) -> None:
-    """Refuse nesting deeper than `limit`, NUL characters, and (when the parser let them through)
-    lone surrogates, which Postgres and every JSON encoder downstream would refuse."""
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            raise MalformedBody(f"JSON nesting deeper than {limit} levels is not accepted")
-        if isinstance(item, dict):
-            stack.extend((key, depth + 1) for key in item)
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, str):
-            _check_string(item, strict_strings)
-
-
-def _check_string(text: str, strict: bool) -> None:
-    if "\x00" in text:
-        raise MalformedBody("strings cannot contain \\u0000")
-    if strict:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise MalformedBody("strings cannot contain lone surrogates") from None
-
-
 def accept_json_object(body: bytes) -> str:
-    """The body as text when it is one well-formed JSON object ingest can store; else raise."""
+    """The body as text when it is one well-formed JSON object ingest can store; else raise.
+
+    Numbers are not judged here: `parse_payload` reads every literal orjson reads (one beyond the
+    bounds as an `OutOfRangeNumber`), so the worker answers such a value with its field's 422.
+    """
     if not body.strip():
         raise MalformedBody("request body is empty; send a JSON object")
     try:
         value = orjson.loads(body)
-        strict = False  # orjson refuses invalid UTF-8 and lone surrogates itself
     except orjson.JSONDecodeError:
-        # orjson refuses integers beyond 64 bits; the exact parser decides those (and errors).
+        # orjson refuses integers beyond 64 bits and floats beyond double range: the exact parser
+        # decides those (a number beyond the bounds is left for validation to answer 422).
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedBody("request body is not valid UTF-8") from None
-        value, strict = parse_payload(text), True
+        parse_payload(text)
     else:
         if not isinstance(value, dict):
             raise MalformedBody("request body must be a JSON object")
         text = body.decode("utf-8")
-    _inspect(value, MAX_DEPTH, strict)
+        inspect_values(value, strict_strings=False)  # orjson refuses lone surrogates itself
     return text

@@ -1,7 +1,9 @@
 """Logging set-up (JSON lines by default) and the event-loop runner shared by every process kind.
 
-Secrets never reach a log line: paths are logged with the workflow token replaced (`redact_path`),
-and nothing logs settings, headers or bodies.
+Secrets never reach a log line. Nothing logs settings, headers or bodies, and every line passes
+through `redact` on its way out (whatever logged it: our code, aiohttp, asyncio), which hides
+workflow tokens wherever a path or a raw request line carries them. A line that cannot be encoded
+as it stands (undecodable bytes in a path or header) is escaped, never dropped.
 """
 
 from __future__ import annotations
@@ -18,33 +20,121 @@ import orjson
 
 from ingest.settings import Settings
 
-_TOKEN_IN_PATH = re.compile(r"^(/api/v1/workflows/)[^/]+")
+#: What a workflow token looks like wherever it is. First, the path segment after `workflows/`, in
+#: any case and after any number of slashes, when it is longer than a workflow's public id (8
+#: characters): the token slot of every task route, also on paths that miss the router
+#: (`//api/v1/…`, `/API/v1/…`, `/api/v2/…`). Then any run of 40 or more URL-safe characters:
+#: tokens are 43 (`secrets.token_urlsafe(32)`), and nothing else ingest logs is that long unbroken.
+_SECRET = re.compile(r"(?i)(workflows/+)[^/?#\s\"'<>\\]{9,}|[a-z0-9_-]{40,}")
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def _hidden(match: re.Match[str]) -> str:
+    return f"{match[1]}<token>" if match[1] else "<redacted>"
+
+
+def redact(text: str) -> str:
+    """`text` with every token-shaped string hidden; fit for any log line."""
+    return _SECRET.sub(_hidden, text)
 
 
 def redact_path(path: str) -> str:
     """The path with its workflow token replaced, fit for logs and metrics."""
-    return _TOKEN_IN_PATH.sub(r"\1<token>", path)
+    return redact(path)
+
+
+def escape_undecodable(text: str) -> str:
+    """`text` with lone surrogates escaped (`\\xff` for the bytes aiohttp could not decode as
+    UTF-8, `\\ud800` for any other), so that it can be encoded as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _redacted(value: Any) -> Any:
+    """A log field with its text redacted, containers walked."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {str(key): _redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    return value
+
+
+def _escaped(value: Any) -> Any:
+    """A log field with undecodable text escaped, containers walked."""
+    if isinstance(value, str):
+        return escape_undecodable(value)
+    if isinstance(value, dict):
+        return {key: _escaped(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_escaped(item) for item in value]
+    return value
+
+
+def _as_text(value: Any) -> str:
+    """What orjson cannot encode itself goes in as its (redacted) text."""
+    return redact(escape_undecodable(str(value)))
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and any `extra=` fields."""
+    """One JSON object per line: time, level, logger, message, and any `extra=` fields.
+
+    A line is never lost: text that is not UTF-8 is escaped, and a record that cannot be formatted
+    at all is still written, with its format string."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
+        try:
+            entry = self._entry(record)
+            try:
+                return orjson.dumps(entry, default=_as_text).decode()
+            except orjson.JSONEncodeError:  # lone surrogates: bytes that were not UTF-8
+                return orjson.dumps(_escaped(entry), default=_as_text).decode()
+        except Exception as exc:
+            return orjson.dumps(_escaped(self._fallback(record, exc))).decode()
+
+    def _entry(self, record: logging.LogRecord) -> dict[str, Any]:
+        entry = self._head(record, redact(record.getMessage()))
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = _redacted(value)
+        if record.exc_info:
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        return entry
+
+    def _head(self, record: logging.LogRecord, message: str) -> dict[str, Any]:
+        return {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "pid": record.process,
-            "msg": record.getMessage(),
+            "msg": message,
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+
+    def _fallback(self, record: logging.LogRecord, exc: Exception) -> dict[str, Any]:
+        message = f"{record.msg!r} (its arguments could not be formatted: {type(exc).__name__})"
+        return self._head(record, redact(message))
+
+
+class RedactingFormatter(logging.Formatter):
+    """Plain text lines (for people), with the same redaction as the JSON lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        try:
+            line = super().format(record)
+        except Exception as exc:  # never lose the line to arguments that will not format
+            line = f"{record.levelname} {record.name}: {record.msg!r} ({type(exc).__name__})"
+        return redact(escape_undecodable(line))
 
 
 def configure_logging(settings: Settings) -> None:
@@ -53,7 +143,7 @@ def configure_logging(settings: Settings) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+            RedactingFormatter("%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -141,6 +141,33 @@ class Settings(BaseSettings):
     body_read_timeout: float = Field(
         default=30.0, gt=0, le=600, description="Seconds a client has to send its request body."
     )
+    header_read_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds a client has to send a request's line and headers once it starts "
+        "one; a slower one is answered 408 and its connection closed.",
+    )
+    idle_timeout: float = Field(
+        default=75.0,
+        gt=0,
+        le=3600,
+        description="Seconds a connection may sit idle between requests (or before its first) "
+        "before the edge closes it. Keep it above a load balancer's own idle timeout.",
+    )
+    max_connections: int = Field(
+        default=4096,
+        ge=1,
+        description="Client connections each edge process holds at most (also bounded by its "
+        "open-file limit); past it the connection idle the longest is closed to make room.",
+    )
+    max_body_bytes_in_flight: int = Field(
+        default=16_777_216,
+        ge=1024,
+        description="Bytes of request bodies each edge process holds at once (Content-Length, "
+        "or INGEST_MAX_BODY_BYTES for a chunked or compressed body until it is read); past it a "
+        "request is answered 503 with Retry-After before its body is read.",
+    )
     fault_points: str = Field(
         "", description="Test-only crash points for the fault suite; leave empty in production."
     )

@@ -7,7 +7,6 @@ import hmac
 import logging
 import time
 import uuid
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
@@ -30,13 +29,13 @@ from ingest.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from ingest.logs import redact_path
+from ingest.logs import escape_undecodable, redact_path
 from ingest.messages import Operation, TaskRequest, idempotent_request_id, parse_payload
 from ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ingest.metrics import exposition
 from ingest.preferences import parse_prefer
 from ingest.results import Result, fetch_result, status_document
-from ingest.tasks import canonical_number, render
+from ingest.tasks import canonical_number, key_fits, read_number, render
 from ingest.workflows import FieldType, Workflow, WorkflowDefinition, example, import_url
 
 log = logging.getLogger(__name__)
@@ -80,7 +79,10 @@ _STATUS_OF: list[tuple[type[IngestError], int, str]] = [
 async def metrics_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Count, time and log every request by its route pattern (never the token-bearing path)."""
     started = time.monotonic()
-    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    # Bytes that are not UTF-8 arrive as lone surrogates: escaped (`\xff`), the id can be logged
+    # and echoed like any other.
+    given = escape_undecodable(request.headers.get("X-Request-Id", ""))
+    request_id = given.encode("ascii", "backslashreplace").decode()[:64] or uuid.uuid4().hex
     request[REQUEST_ID] = request_id
     response: web.StreamResponse = await handler(request)
     response.headers["X-Request-Id"] = request_id
@@ -344,15 +346,12 @@ async def get_task(request: web.Request) -> web.Response:
 
 def _canonical_key(workflow: Workflow, value: str) -> str:
     """The stored form of a Unique ID given in a URL; a value no task can have raises NotFound."""
-    if "\x00" in value or len(value) > 10_000:
+    if "\x00" in value or not key_fits(value):
         raise NotFound("no task has this id")
     unique = workflow.unique_field
     if unique is not None and unique.type is FieldType.NUMBER:
-        try:
-            number = Decimal(value)
-        except InvalidOperation:
-            return value
-        if not number.is_finite() or abs(number.adjusted()) > 1000:
+        number = read_number(value)
+        if number is None:
             raise NotFound("no task has this id")
         return canonical_number(number)
     return value

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+import secrets
 import signal
 
 import aiohttp
 
+from ingest.logs import JsonFormatter, RedactingFormatter
 from tests.conftest import SEED_REQUEST, service_env, spawn, wait_until
+from tests.test_connections import exchange, running_edge
 
 
 async def test_access_log_is_json_and_never_shows_a_token(
@@ -52,3 +56,69 @@ async def test_access_log_is_json_and_never_shows_a_token(
     assert created["outcome"] == "answered"
     assert created["msg"] == "POST /api/v1/workflows/<token>/tasks 201"
     assert all("level" in line and "ts" in line for line in lines)
+
+
+async def test_no_log_line_shows_a_token_whatever_the_request(settings, make_workflow, tmp_path):
+    """Paths that miss the router, over-long and malformed requests, undecodable header bytes:
+    the token never reaches the log, and every request still gets its line."""
+    _, token = await make_workflow()
+    near = token[:-1] + ("A" if token[-1] != "A" else "B")
+    log = tmp_path / "edge.log"
+    raw_requests = [
+        f"POST //api/v1/workflows/{token}/tasks HTTP/1.1",
+        f"POST /api/v2/workflows/{token}/tasks HTTP/1.1",
+        f"POST /API/v1/workflows/{token}/tasks HTTP/1.1",
+        f"POST /api/v1/Workflows/{token}/tasks HTTP/1.1",
+        f"GET /v1/tasks?token={token} HTTP/1.1",
+        f"POST /api/v1/workflows/{near}/tasks HTTP/1.1",
+        f"GET /api/v1/workflows/{token}/tasks?Company%20ID={'x' * 9000} HTTP/1.1",
+        f"GET /api/v1/workflows/{token}/tasks HTTP/1.1\r\nX-Bad\x01Header: {token}",
+        f"G\x01T /api/v1/workflows/{token}/tasks HTTP/1.1",
+    ]
+    async with running_edge(settings, log, INGEST_LOG_LEVEL="DEBUG"):
+        for line in raw_requests:
+            status, headers, body = await exchange(
+                settings.port, f"{line}\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}".encode()
+            )
+            assert 400 <= status < 500, (line[:60], status)
+            assert headers["content-type"].startswith("application/json")
+            assert set(json.loads(body)) == {"error", "message"}
+        path = f"/api/v1/workflows/{token}/tasks"
+        status, headers, _ = await exchange(
+            settings.port,
+            f"GET {path} HTTP/1.1\r\nHost: x\r\nX-Request-Id: ".encode() + b"id-\xff\xfe\r\n\r\n",
+        )
+        assert status == 200
+        assert headers["x-request-id"] == "id-\\xff\\xfe"
+    text = log.read_text()
+    assert token not in text
+    assert near not in text
+    assert "Logging error" not in text
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    listed = next(line for line in lines if line.get("request_id") == "id-\\xff\\xfe")
+    assert listed["msg"] == "GET /api/v1/workflows/<token>/tasks 200"
+    refused = [line["msg"] for line in lines if line["logger"] == "ingest.connections"]
+    assert any("LineTooLong" in message for message in refused), refused
+
+
+def test_a_field_that_is_not_utf8_is_escaped_and_the_line_kept():
+    formatter = JsonFormatter()
+    record = logging.makeLogRecord(
+        {"msg": "GET %s", "args": ("/a\udcff",), "request_id": "id-\udcfe", "n": 1}
+    )
+    line = json.loads(formatter.format(record))
+    assert (line["msg"], line["request_id"], line["n"]) == ("GET /a\\xff", "id-\\xfe", 1)
+
+
+def test_a_record_whose_arguments_do_not_format_still_makes_a_line():
+    record = logging.makeLogRecord({"msg": "%d requests", "args": ("many",), "levelname": "INFO"})
+    line = json.loads(JsonFormatter().format(record))
+    assert "%d requests" in line["msg"]
+    assert line["level"] == "INFO"
+
+
+def test_text_lines_hide_tokens_too():
+    token = secrets.token_urlsafe(32)
+    record = logging.makeLogRecord({"msg": "GET /API/v1/workflows/%s/tasks", "args": (token,)})
+    text = RedactingFormatter("%(message)s").format(record)
+    assert text == "GET /API/v1/workflows/<token>/tasks"
