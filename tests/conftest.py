@@ -213,6 +213,19 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+def run_cli(settings: Settings, *args: str) -> str:
+    """Run `python -m ingest ARGS` with these settings; its standard output."""
+    return subprocess.run(
+        [sys.executable, "-m", "ingest", *args],
+        env=service_env(settings),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=True,
+    ).stdout
+
+
 def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as handle:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(

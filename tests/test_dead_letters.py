@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ingest.app import create_app
-from tests.conftest import ROOT, SEED_REQUEST, WorkerHandle, service_env, wait_until
+from tests.conftest import SEED_REQUEST, WorkerHandle, run_cli, wait_until
 
 
 @pytest.fixture
@@ -39,18 +37,6 @@ async def _status(client, location):
     return await (await client.get(path)).json()
 
 
-def _cli(settings, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "ingest", *args],
-        env=service_env(settings),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=True,
-    ).stdout
-
-
 async def test_poison_is_dead_lettered_marked_failed_and_replayable(
     limited_client, low_limit, poisoned, make_workflow, pool
 ):
@@ -73,7 +59,7 @@ async def test_poison_is_dead_lettered_marked_failed_and_replayable(
     assert "PoisonFault" in document["message"]
     assert await pool.fetchval("SELECT count(*) FROM tasks") == 1
 
-    letters = json.loads(_cli(settings, "dlq", "list"))
+    letters = json.loads(run_cli(settings, "dlq", "list"))
     assert len(letters) == 1
     assert letters[0]["reason"].startswith("PoisonFault")
     assert len(letters[0]["requests"]) == 1  # the poison request alone, not its message
@@ -82,7 +68,7 @@ async def test_poison_is_dead_lettered_marked_failed_and_replayable(
     healed = WorkerHandle(settings)  # the bug is fixed: no fault point any more
     await healed.start()
     try:
-        assert "replayed 1" in _cli(settings, "dlq", "replay")
+        assert "replayed 1" in run_cli(settings, "dlq", "replay")
 
         async def succeeded():
             document = await _status(client, poison.headers["Location"])
@@ -90,7 +76,7 @@ async def test_poison_is_dead_lettered_marked_failed_and_replayable(
 
         document = await wait_until(succeeded, within=30)
         assert document["task"]["Company Name"] == "POISON"
-        assert json.loads(_cli(settings, "dlq", "list")) == []
+        assert json.loads(run_cli(settings, "dlq", "list")) == []
     finally:
         await healed.stop()
 

@@ -4,8 +4,6 @@ yet every healthy request commits once and only the culprit is dead-lettered."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 
 import aio_pika
@@ -13,7 +11,13 @@ import orjson
 import pytest
 
 from ingest.messages import Operation, TaskBatch, TaskRequest
-from tests.conftest import ROOT, SEED_REQUEST, WorkerHandle, publish_batches, service_env, wait_until
+from tests.conftest import (
+    SEED_REQUEST,
+    WorkerHandle,
+    publish_batches,
+    run_cli,
+    wait_until,
+)
 
 OTHER = {
     "name": "Other",
@@ -116,16 +120,8 @@ async def test_a_dead_lettered_message_keeps_only_its_unfinished_requests(
     assert results[applied.id]["http_status"] == 201
     assert {results[r.id]["outcome"] for r in unfinished} == {"dead"}
 
-    replay = subprocess.run(
-        [sys.executable, "-m", "ingest", "dlq", "replay"],
-        env=service_env(settings),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=True,
-    )
-    assert "replayed 2" in replay.stdout
+    replay = run_cli(settings, "dlq", "replay")
+    assert "replayed 2" in replay
 
     async def replayed():
         found = await _results(pool, unfinished)
