@@ -32,6 +32,8 @@ DATABASE_UNAVAILABLE = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.ReadOnlySQLTransactionError,
+    # asyncpg's protocol state breaks this way when the server dies mid-operation.
+    asyncpg.InternalClientError,
     OSError,
     TimeoutError,
 )

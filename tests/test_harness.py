@@ -19,7 +19,12 @@ from tests.harness.postgres import StopMode
 pytestmark = pytest.mark.chaos
 
 #: What a client sees when its connection goes away under it.
-CONNECTION_LOST = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+CONNECTION_LOST = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InternalClientError,  # the server died between two protocol states
+)
 QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 
 
