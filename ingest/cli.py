@@ -73,7 +73,7 @@ async def list_dead_letters(settings: Settings) -> list[dict[str, Any]]:
         return [letter.summary() for letter in await deadletters.list_letters(pool)]
 
 
-async def replay_dead_letters(settings: Settings, ids: list[int] | None) -> int:
+async def replay_dead_letters(settings: Settings, ids: list[int] | None) -> deadletters.Replay:
     async with store.open_pool(settings, size=1) as pool:
         connection = await aio_pika.connect(settings.amqp_url, timeout=settings.publish_timeout)
         async with connection:
@@ -105,8 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     dlq = commands.add_parser("dlq", help="dead letters").add_subparsers(
         dest="action", required=True
     )
-    dlq.add_parser("list", help="list dead-lettered task messages")
-    replay = dlq.add_parser("replay", help="publish dead letters again (all, or the ids given)")
+    dlq.add_parser("list", help="list dead letters (one request each)")
+    replay = dlq.add_parser(
+        "replay", help="publish the requests of dead letters again (all, or the ids given)"
+    )
     replay.add_argument("ids", nargs="*", type=int, help="dead letter ids (default: all)")
     commands.add_parser("settings", help="print the table of settings (INGEST_* variables)")
     return parser
@@ -151,8 +153,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
     elif args.command == "dlq" and args.action == "list":
         _print_json(asyncio.run(list_dead_letters(settings)))
     elif args.command == "dlq":
-        replayed = asyncio.run(replay_dead_letters(settings, args.ids or None))
-        print(f"replayed {replayed} dead letter(s)")
+        done = asyncio.run(replay_dead_letters(settings, args.ids or None))
+        print(f"replayed {done.replayed} dead letter(s)")
+        if done.finished:
+            print(f"removed {done.finished} dead letter(s) whose requests have finished since")
+        if done.unreadable:
+            print(f"kept {len(done.unreadable)} unreadable dead letter(s): {done.unreadable}")
     elif args.action == "create":
         _print_json(asyncio.run(create_workflow(settings, args.file)))
     else:

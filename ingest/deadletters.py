@@ -11,7 +11,8 @@ which publishes their requests again, not the messages they came in.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -55,34 +56,20 @@ def death_reason(headers: dict[str, Any] | None) -> str:
     return "unknown"
 
 
-def failure_body(reason: str) -> str:
-    """The answer of a dead-lettered request: its own 500, naming why."""
+def failure_body() -> str:
+    """The answer of a dead-lettered request: its own 500 (why is for operators: `dlq list`)."""
     return orjson.dumps(
         {
             "error": "dead_lettered",
-            "message": f"the request could not be processed ({reason}); an operator can replay it",
+            "message": "the request could not be processed; it is kept for an operator to replay",
         }
     ).decode()
-
-
-_INSERT_LETTERS = (
-    "INSERT INTO dead_letters (message_id, body, reason, request_ids)"
-    " SELECT $1, l.body, $2, ARRAY[l.id] FROM unnest($3::bytea[], $4::uuid[]) AS l(body, id)"
-    " RETURNING id"
-)
 
 
 async def record_request(conn: Connection, request: TaskRequest, reason: str) -> int:
     """Keep one request that cannot be applied as a dead letter of its own (its result, `dead`,
     is written by the caller in the same transaction)."""
-    letter_id: int = await conn.fetchval(
-        "INSERT INTO dead_letters (message_id, body, reason, request_ids)"
-        " VALUES ($1, $2, $3, $4) RETURNING id",
-        request.id.hex,
-        TaskBatch((request,)).encode(),
-        reason,
-        [request.id],
-    )
+    (letter_id,) = await _insert_letters(conn, request.id.hex, reason, [request])
     return letter_id
 
 
@@ -104,21 +91,11 @@ async def record(conn: Connection, message_id: str | None, body: bytes, reason: 
                 reason,
             )
             return [letter_id]
-        finished = await conn.fetch(
-            "SELECT request_id FROM request_results WHERE request_id = ANY($1::uuid[])",
-            [r.id for r in batch.requests],
-        )
-        done = {row["request_id"] for row in finished}
+        done = await _finished(conn, batch.requests)
         requests = list({r.id: r for r in batch.requests if r.id not in done}.values())
         if not requests:
             return []
-        rows = await conn.fetch(
-            _INSERT_LETTERS,
-            message_id,
-            reason,
-            [TaskBatch((r,)).encode() for r in requests],
-            [r.id for r in requests],
-        )
+        letters = await _insert_letters(conn, message_id, reason, requests)
         await conn.execute(
             "INSERT INTO request_results"
             " (request_id, workflow_id, http_status, outcome, body, received_at)"
@@ -130,10 +107,34 @@ async def record(conn: Connection, message_id: str | None, body: bytes, reason: 
             [r.workflow_id for r in requests],
             DEAD_STATUS,
             DEAD_OUTCOME,
-            failure_body(reason),
+            failure_body(),
             [r.received_at for r in requests],
         )
+    return letters
+
+
+async def _insert_letters(
+    conn: Connection, message_id: str | None, reason: str, requests: list[TaskRequest]
+) -> list[int]:
+    rows = await conn.fetch(
+        "INSERT INTO dead_letters (message_id, body, reason, request_ids)"
+        " SELECT $1, l.body, $2, ARRAY[l.id] FROM unnest($3::bytea[], $4::uuid[]) AS l(body, id)"
+        " RETURNING id",
+        message_id,
+        reason,
+        [TaskBatch((r,)).encode() for r in requests],
+        [r.id for r in requests],
+    )
     return [row["id"] for row in rows]
+
+
+async def _finished(conn: Connection, requests: Iterable[TaskRequest]) -> set[uuid.UUID]:
+    """Which of these requests have a final result."""
+    rows = await conn.fetch(
+        "SELECT request_id FROM request_results WHERE request_id = ANY($1::uuid[])",
+        [r.id for r in requests],
+    )
+    return {row["request_id"] for row in rows}
 
 
 def _letter(row: Any) -> DeadLetter:
@@ -152,18 +153,30 @@ async def list_letters(pool: Pool, limit: int = 1000) -> list[DeadLetter]:
     return [_letter(row) for row in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What `replay` did with the letters it was given."""
+
+    #: Letters whose unfinished requests were published again (and the letters removed).
+    replayed: int = 0
+    #: Letters whose requests all have a final result by now: removed, nothing published.
+    finished: int = 0
+    #: Letters kept: their body is no task batch this version can read.
+    unreadable: list[int] = field(default_factory=list)
+
+
 async def replay(
     pool: Pool, exchange: AbstractExchange, routing_key: str, ids: list[int] | None
-) -> int:
-    """Publish the requests of dead letters again (all letters when `ids` is None); returns how
-    many letters were replayed.
+) -> Replay:
+    """Publish the requests of dead letters again (all letters when `ids` is None).
 
     Only requests that have no final result, or a `dead` one, are published: a letter kept from
     an older whole-message dead letter does not replay the requests it carried that succeeded.
     Each letter's `dead` results are removed in the same transaction that removes the letter, and
     that transaction commits only after the broker confirmed the new publish.
     """
-    replayed = 0
+    replayed = finished = 0
+    unreadable: list[int] = []
     async with pool.acquire(timeout=10) as conn:
         query = "SELECT * FROM dead_letters ORDER BY id"
         rows = (
@@ -174,6 +187,11 @@ async def replay(
             )
         )
         for letter in (_letter(row) for row in rows):
+            try:
+                batch = TaskBatch.decode(letter.body)
+            except DecodeError:
+                unreadable.append(letter.id)
+                continue
             async with conn.transaction():
                 await conn.execute(
                     "DELETE FROM request_results"
@@ -182,31 +200,19 @@ async def replay(
                     DEAD_OUTCOME,
                 )
                 await conn.execute("DELETE FROM dead_letters WHERE id = $1", letter.id)
-                body = await _pending_requests(conn, letter)
-                if body is not None:
-                    await exchange.publish(
-                        _replay_message(letter, body),
-                        routing_key=routing_key,
-                        mandatory=True,
-                        timeout=10,
-                    )
-            replayed += 1
-    return replayed
-
-
-async def _pending_requests(conn: Connection, letter: DeadLetter) -> TaskBatch | None:
-    """The letter's requests still without a final result (None when there are none)."""
-    try:
-        batch = TaskBatch.decode(letter.body)
-    except DecodeError:
-        return None
-    finished = await conn.fetch(
-        "SELECT request_id FROM request_results WHERE request_id = ANY($1::uuid[])",
-        [r.id for r in batch.requests],
-    )
-    done = {row["request_id"] for row in finished}
-    pending = tuple(r for r in batch.requests if r.id not in done)
-    return TaskBatch(pending) if pending else None
+                done = await _finished(conn, batch.requests)
+                pending = tuple(r for r in batch.requests if r.id not in done)
+                if not pending:
+                    finished += 1
+                    continue
+                await exchange.publish(
+                    _replay_message(letter, TaskBatch(pending)),
+                    routing_key=routing_key,
+                    mandatory=True,
+                    timeout=10,
+                )
+                replayed += 1
+    return Replay(replayed, finished, unreadable)
 
 
 def _replay_message(letter: DeadLetter, batch: TaskBatch) -> aio_pika.Message:

@@ -17,6 +17,7 @@
     │   ├── PublishFailed      broker nack, return, timeout or closed channel
     │   └── Backlogged         the edge's publish backlog is full
     ├── DecodeError            a wire message cannot be decoded (poison)
+    ├── ValueRefused           the database driver cannot encode a value of a request
     └── MigrationError         the database schema cannot be brought up to date
 
 Errors become HTTP statuses only in `ingest.views`; ack/nack/reject only in `worker.consumer`.
@@ -107,6 +108,10 @@ class Backlogged(Unavailable):
 
 class DecodeError(IngestError):
     """Raised when a wire message cannot be decoded; such a message is poison."""
+
+
+class ValueRefused(IngestError):
+    """Raised when the database driver refuses to encode a value of a request."""
 
 
 class MigrationError(IngestError):

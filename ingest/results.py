@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from ingest.messages import TaskRequest
 from ingest.store import Connection, Pool
 from ingest.workflows import TASK_URL
 
@@ -54,6 +55,19 @@ class Result:
     @property
     def status(self) -> RequestStatus:
         return RequestStatus.SUCCEEDED if self.http_status < 400 else RequestStatus.FAILED
+
+
+def result_of(request: TaskRequest, http_status: int, outcome: str, body: str) -> Result:
+    """The final answer to `request` (with its fingerprint: an Idempotency-Key retry must match)."""
+    return Result(
+        request_id=request.id,
+        workflow_id=request.workflow_id,
+        http_status=http_status,
+        outcome=outcome,
+        body=body,
+        received_at=request.received_at,
+        fingerprint=request.fingerprint,
+    )
 
 
 class RequestIds:

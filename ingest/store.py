@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterable
 import asyncpg
 import orjson
 
+from ingest.errors import ValueRefused
 from ingest.settings import Settings
 from ingest.tasks import TaskRecord, Value
 from ingest.workflows import (
@@ -39,7 +40,15 @@ DATABASE_UNAVAILABLE = (
 )
 #: Failures that say Postgres refuses a value of the request itself (out of range, too long for an
 #: index, a violated check): permanent, and about that request only.
-VALUE_REJECTED = (asyncpg.DataError, asyncpg.CheckViolationError, asyncpg.ProgramLimitExceededError)
+VALUE_REJECTED = (
+    asyncpg.DataError,
+    asyncpg.CheckViolationError,
+    asyncpg.ProgramLimitExceededError,
+    ValueRefused,
+)
+#: asyncpg refusing to encode a query argument (client side). It is an InterfaceError, which
+#: DATABASE_UNAVAILABLE holds, so callers must tell it apart first.
+ENCODING_REFUSED = asyncpg.exceptions._base.DataError
 #: A connection of its own or one borrowed from a pool.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 

@@ -464,40 +464,44 @@ async def test_poison_mixed_into_load_from_several_workflows_harms_no_other_requ
 
 async def test_a_request_that_kills_the_worker_is_dead_lettered_alone(tmp_path):
     """No exception to catch: the worker dies on it at every delivery. Its neighbours in the
-    message commit anyway, and only it reaches the dead-letter queue."""
+    message, and the message prefetched after it, commit anyway; only it is dead-lettered."""
     async with Cluster(tmp_path) as cluster:
         assert cluster.workflow is not None
         workflow = cluster.workflow
         await cluster.start_worker(0, fault_points="kill:KILLER")
         await cluster.wait_consumers(1)
-        requests = [
-            TaskRequest(
-                uuid.uuid4(),
-                workflow.id,
-                workflow.version,
-                Operation.UPSERT,
-                orjson.dumps({"Marker": "KILLER" if n == 37 else f"ok-{n}", "Seq": n}).decode(),
-                0.0,
+
+        def request(marker: str, seq: int) -> TaskRequest:
+            body = orjson.dumps({"Marker": marker, "Seq": seq}).decode()
+            return TaskRequest(
+                uuid.uuid4(), workflow.id, workflow.version, Operation.UPSERT, body, 0.0
             )
-            for n in range(64)
-        ]
+
+        first = [request("KILLER" if n == 37 else f"ok-{n}", n) for n in range(64)]
+        second = [request(f"after-{n}", n) for n in range(20)]
         connection = await aio_pika.connect(cluster.rabbit.url, timeout=10)
         async with connection:
             channel = await connection.channel()
             exchange = await channel.get_exchange("fault.tasks")
-            message = aio_pika.Message(TaskBatch(tuple(requests)).encode(), delivery_mode=2)
-            await exchange.publish(message, routing_key="fault.tasks")
+            for batch in (first, second):
+                message = aio_pika.Message(TaskBatch(tuple(batch)).encode(), delivery_mode=2)
+                await exchange.publish(message, routing_key="fault.tasks")
+        everything = [*first, *second]
         for _ in range(15):  # a supervisor's restarts, at most one per delivery
-            if await cluster.pool.fetchval("SELECT count(*) FROM dead_letters"):
+            done = await cluster.pool.fetchval(
+                "SELECT count(*) FROM request_results WHERE request_id = ANY($1::uuid[])",
+                [r.id for r in everything],
+            )
+            if done == len(everything):
                 break
             with contextlib.suppress(AssertionError):
                 await cluster.wait_exit(cluster.workers[0], within=10)
             if cluster.workers[0].poll() is not None:
                 await cluster.start_worker(0, fault_points="kill:KILLER")
         letters = await cluster.pool.fetch("SELECT request_ids FROM dead_letters")
-        assert [list(letter["request_ids"]) for letter in letters] == [[requests[37].id]]
+        assert [list(letter["request_ids"]) for letter in letters] == [[first[37].id]]
         statuses = dict(
             await cluster.pool.fetch("SELECT request_id, http_status FROM request_results")
         )
-        assert statuses.pop(requests[37].id) == 500
-        assert statuses == {r.id: 201 for n, r in enumerate(requests) if n != 37}
+        assert statuses.pop(first[37].id) == 500
+        assert statuses == {r.id: 201 for r in everything if r is not first[37]}

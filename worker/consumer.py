@@ -39,7 +39,7 @@ from aio_pika.abc import (
 
 from ingest import deadletters
 from ingest.broker import BrokerLink, Topology, close_connection_with, ensure_topology
-from ingest.errors import DecodeError
+from ingest.errors import DecodeError, ValueRefused
 from ingest.messages import (
     CONTENT_TYPE,
     REPLIES_MESSAGE_TYPE,
@@ -51,8 +51,20 @@ from ingest.messages import (
 from ingest.metrics import WorkerMetrics, serve_metrics
 from ingest.results import Result
 from ingest.settings import Settings
-from ingest.store import DATABASE_UNAVAILABLE, Connection
-from worker.culprits import Verdict, commit_parts, find_culprits, verdict
+from ingest.store import DATABASE_UNAVAILABLE, ENCODING_REFUSED, Connection
+from worker.culprits import (
+    DEATHS_TO_CONVICT,
+    Verdict,
+    WorkerKilled,
+    commit_parts,
+    find_culprits,
+    forget_attempts,
+    mark_attempt,
+    message_key,
+    request_key,
+    unfinished_attempts,
+    verdict,
+)
 from worker.faults import FaultPoints
 from worker.upsert import BatchApplier, RetryBatch
 
@@ -60,6 +72,10 @@ log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS = DATABASE_UNAVAILABLE
 _RACES = (RetryBatch, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+#: Failures that are no request's fault: retried in place, batch and all.
+_RETRIED = (*TRANSIENT_ERRORS, *_RACES)
+#: Seconds a worker waits for more messages once it received a redelivered one.
+_REDELIVERY_LINGER = 0.1
 _RETRIES_IN_PLACE = 5
 _MAX_BACKOFF = 5.0
 
@@ -189,7 +205,12 @@ class Consumer:
             return []
         messages = [first.result()]
         requests = _request_count(messages[0])
-        deadline = asyncio.get_running_loop().time() + self._settings.worker_batch_linger
+        linger = self._settings.worker_batch_linger
+        if messages[0].redelivered:
+            # After a worker died, gather the burst the broker sends back, so that the messages
+            # beside the one it may have died on are settled first (see `_handle`).
+            linger = max(linger, _REDELIVERY_LINGER)
+        deadline = asyncio.get_running_loop().time() + linger
         while requests < self._settings.worker_batch_max:
             if self._inbox.empty():
                 remaining = deadline - asyncio.get_running_loop().time()
@@ -206,8 +227,47 @@ class Consumer:
 
     async def _handle(self, messages: list[AbstractIncomingMessage]) -> None:
         deliveries = await self._decode([m for m in messages if _live(m)])
-        if not deliveries:
+        if not any(_earlier_deliveries(d.message) for d in deliveries):
+            if deliveries:
+                await self._settle(deliveries, ack_each=False)
             return
+        # A worker may have died holding the redelivered messages. Settle the others first, then
+        # each redelivered one alone, marked as attempted while it is applied, those a worker
+        # died applying last: the messages beside one that kills the worker are settled and
+        # acked before it can strike again, so only it nears the delivery limit.
+        fresh = [d for d in deliveries if not _earlier_deliveries(d.message)]
+        again = [d for d in deliveries if _earlier_deliveries(d.message)]
+        if fresh and not await self._settle(fresh, ack_each=True):
+            await self._nack_all(again)
+            return
+        marked = [(_attempt_key(d), d) for d in again]
+        try:
+            async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
+                died_on = await unfinished_attempts(conn, [key for key, _ in marked])
+        except _RETRIED:
+            died_on = {}
+        marked.sort(key=lambda pair: died_on.get(pair[0], 0))
+        for index, (key, delivery) in enumerate(marked):
+            if not await self._settle_marked(delivery, key):
+                await self._nack_all([d for _, d in marked[index + 1 :]])
+                return
+
+    async def _settle_marked(self, delivery: _Delivery, key: str) -> bool:
+        """Settle a redelivered message alone, marked as attempted while it is applied."""
+        try:
+            async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
+                await mark_attempt(conn, key)
+        except _RETRIED:
+            pass  # the mark only orders redeliveries; settling goes on (and retries) without it
+        if not await self._settle([delivery], ack_each=True):
+            return False
+        with contextlib.suppress(*_RETRIED):
+            async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
+                await forget_attempts(conn, [key])
+        return True
+
+    async def _settle(self, deliveries: list[_Delivery], ack_each: bool) -> bool:
+        """Apply, reply, ack; False when the deliveries went back to the broker instead."""
         try:
             results = await self._apply_until_done(deliveries)
         except Exception:
@@ -216,13 +276,18 @@ class Consumer:
             results = None
         if results is None:  # stopping, or the channel went away: the broker redelivers
             await self._nack_all(deliveries)
-            return
+            return False
         self.batches += 1
         self._observe(results)
         self._faults.maybe_exit("exit-after-commit")
         await self._reply(deliveries, results)
         with contextlib.suppress(Exception):  # a lost ack means a redelivery, which is harmless
-            await deliveries[-1].message.ack(multiple=True)
+            if ack_each:  # `multiple` would also ack deliveries settled apart from these
+                for delivery in deliveries:
+                    await delivery.message.ack()
+            else:
+                await deliveries[-1].message.ack(multiple=True)
+        return True
 
     def _observe(self, results: list[Result]) -> None:
         self.metrics.batch.observe(len(results))
@@ -245,8 +310,9 @@ class Consumer:
 
     async def _apply_until_done(self, deliveries: list[_Delivery]) -> list[Result] | None:
         """Final results of the batch (None: stopping). Failures that are no request's fault
-        (database or connection trouble) are retried in place with backoff, so an outage never
-        spends the queue's delivery limit; failures a request causes stay that request's own."""
+        (database or connection trouble, races lost again and again) are retried in place with
+        backoff, so an outage never spends the queue's delivery limit; failures a request causes
+        stay that request's own."""
         requests = [request for d in deliveries for request in d.batch.requests]
         # Only a redelivery or an Idempotency-Key retry can find a result already stored.
         suspects: set[uuid.UUID] | None = {
@@ -255,12 +321,20 @@ class Consumer:
             for request in d.batch.requests
             if d.message.redelivered or request.keyed
         }
-        parts = commit_parts(_deaths(deliveries))
+        replayed = {
+            request.id
+            for d in deliveries
+            if d.message.headers and d.message.headers.get("x-replayed")
+            for request in d.batch.requests
+        }
+        deaths = [(len(d.batch.requests), _earlier_deliveries(d.message)) for d in deliveries]
+        parts = commit_parts(deaths)
+        redelivered = any(earlier for _, earlier in deaths)
         backoff = 0.1
         while True:
             try:
-                return await self._apply_in_parts(requests, parts, suspects)
-            except TRANSIENT_ERRORS as exc:
+                return await self._apply_in_parts(requests, parts, suspects, replayed, redelivered)
+            except _RETRIED as exc:
                 if self._stopping.is_set() or not _live(deliveries[0].message):
                     return None
                 log.warning("transient failure (%r); retrying in %.1fs", exc, backoff)
@@ -268,30 +342,59 @@ class Consumer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
-                suspects = None  # a request-by-request fallback may have committed some
+                suspects = None  # a part or a request alone may have committed
 
     async def _apply_in_parts(
-        self, requests: list[TaskRequest], parts: list[list[int]], suspects: set[uuid.UUID] | None
+        self,
+        requests: list[TaskRequest],
+        parts: list[list[int]],
+        suspects: set[uuid.UUID] | None,
+        replayed: set[uuid.UUID],
+        redelivered: bool,
     ) -> list[Result]:
-        """Results of the batch, each part (positions in `requests`) committed on its own."""
-        if len(parts) == 1:
-            return await self._apply_isolating(requests, suspects)
+        """Results of the batch, each part (positions in `requests`) committed on its own; a
+        lone request of a redelivered message is marked as attempted first."""
+        if len(parts) == 1 and not redelivered:
+            return await self._apply_isolating(requests, suspects, replayed)
         by_position: dict[int, Result] = {}
         for part in parts:
-            results = await self._apply_isolating([requests[i] for i in part], suspects)
+            batch = [requests[i] for i in part]
+            if len(batch) == 1 and redelivered:
+                results = [await self._apply_lone(batch[0], replayed)]
+            else:
+                results = await self._apply_isolating(batch, suspects, replayed)
             by_position.update(zip(part, results, strict=True))
         return [by_position[i] for i in range(len(requests))]
 
+    async def _apply_lone(self, request: TaskRequest, replayed: set[uuid.UUID]) -> Result:
+        """A request of a redelivered message, alone: convicted without running when workers
+        died applying it alone before (see worker.culprits)."""
+        async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
+            deaths = await mark_attempt(conn, request_key(request.id))
+        if deaths >= DEATHS_TO_CONVICT:
+            killed = WorkerKilled(f"a worker died {deaths} times applying this request alone")
+            log.error("request %s: %s; it is dead-lettered", request.id.hex, killed)
+            results = await self._commit(
+                [request], {0: verdict(request, killed)}, None, replayed, attempted=True
+            )
+        else:
+            results = await self._apply_isolating([request], None, replayed, attempted=True)
+        return results[0]
+
     async def _apply_isolating(
-        self, requests: list[TaskRequest], suspects: set[uuid.UUID] | None
+        self,
+        requests: list[TaskRequest],
+        suspects: set[uuid.UUID] | None,
+        replayed: set[uuid.UUID],
+        attempted: bool = False,
     ) -> list[Result]:
         """Results of the batch, committed; requests that make it fail get verdicts of their own
         and the others commit on the next try."""
         settled: dict[int, Verdict] = {}
         while True:
             try:
-                return await self._commit(requests, settled, suspects)
-            except TRANSIENT_ERRORS:
+                return await self._commit(requests, settled, suspects, replayed, attempted)
+            except _RETRIED:
                 raise
             except Exception as exc:
                 failure: BaseException = exc
@@ -302,10 +405,10 @@ class Consumer:
             )
             self.metrics.retries.labels("isolate").inc()
             unsettled = [i for i in range(len(requests)) if i not in settled]
-            dry_run = functools.partial(self._dry_run, requests)
+            dry_run = functools.partial(self._dry_run, requests, replayed)
             found = await find_culprits(dry_run, unsettled, failure) if unsettled else {}
             if not found:
-                return await self._commit_one_by_one(requests, settled)
+                return await self._commit_one_by_one(requests, settled, replayed)
             for position, culprit_failure in found.items():
                 settled[position] = verdict(requests[position], culprit_failure)
                 log.error(
@@ -320,17 +423,18 @@ class Consumer:
         requests: list[TaskRequest],
         settled: dict[int, Verdict],
         suspects: set[uuid.UUID] | None,
+        replayed: set[uuid.UUID],
+        attempted: bool = False,
     ) -> list[Result]:
-        """Apply the batch in one transaction, the `settled` requests by their verdicts (and
-        dead letters); races with other workers are retried here."""
-        dead = [(requests[i], v.dead_reason) for i, v in settled.items() if v.dead_reason]
+        """Apply the batch in one transaction, the `settled` requests by their verdicts; races
+        with other workers are retried here. `attempted`: the requests were marked as attempted,
+        and the marks go with this commit."""
 
         async def before_commit(conn: Connection) -> None:
-            for request, reason in dead:
-                await deadletters.record_request(conn, request, reason)
+            if attempted:
+                await forget_attempts(conn, [request_key(r.id) for r in requests])
             self._faults.maybe_exit("exit-before-commit")
 
-        verdicts = {position: v.result for position, v in settled.items()}
         for attempt in range(_RETRIES_IN_PLACE):
             try:
                 async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
@@ -338,7 +442,8 @@ class Consumer:
                         return await self._apply(
                             conn,
                             requests,
-                            settled=verdicts,
+                            settled=settled,
+                            replayed=replayed,
                             before_commit=before_commit,
                             may_be_done=None if attempt else suspects,
                         )
@@ -354,18 +459,29 @@ class Consumer:
         conn: Connection,
         requests: list[TaskRequest],
         *,
-        settled: Mapping[int, Result] | None = None,
+        replayed: set[uuid.UUID],
+        settled: Mapping[int, Verdict] | None = None,
         before_commit: Callable[[Connection], Awaitable[None]] | None = None,
         may_be_done: set[uuid.UUID] | None = None,
     ) -> list[Result]:
+        """The applier's `apply`, behind the poison fault point, with asyncpg's refusal to
+        encode a value (an InterfaceError, which would pass for an outage) made the request's."""
         settled = settled or {}
         self._faults.check_poison(r for i, r in enumerate(requests) if i not in settled)
-        return await self._applier.apply(
-            conn, requests, settled=settled, before_commit=before_commit, may_be_done=may_be_done
-        )
+        try:
+            return await self._applier.apply(
+                conn,
+                requests,
+                settled=settled,
+                replayed=replayed,
+                before_commit=before_commit,
+                may_be_done=may_be_done,
+            )
+        except ENCODING_REFUSED as exc:
+            raise ValueRefused(str(exc)) from exc
 
     async def _dry_run(
-        self, requests: list[TaskRequest], positions: list[int]
+        self, requests: list[TaskRequest], replayed: set[uuid.UUID], positions: list[int]
     ) -> BaseException | None:
         """What applying these requests raises (None: they apply); nothing is committed."""
         part = [requests[i] for i in positions]
@@ -374,7 +490,7 @@ class Consumer:
                 self._pool.acquire(timeout=self._settings.database_timeout) as conn,
                 conn.transaction(),
             ):
-                await self._apply(conn, part)
+                await self._apply(conn, part, replayed=replayed)
                 raise _RolledBack
         except _RolledBack:
             return None
@@ -386,7 +502,7 @@ class Consumer:
             return exc
 
     async def _commit_one_by_one(
-        self, requests: list[TaskRequest], settled: dict[int, Verdict]
+        self, requests: list[TaskRequest], settled: dict[int, Verdict], replayed: set[uuid.UUID]
     ) -> list[Result]:
         """The last resort, when no request fails alone (only some combination of them does):
         each request in a transaction of its own, in arrival order."""
@@ -395,13 +511,13 @@ class Consumer:
             judged = settled.get(position)
             if judged is None:
                 try:
-                    results.extend(await self._commit([request], {}, None))
+                    results.extend(await self._commit([request], {}, None, replayed))
                     continue
-                except TRANSIENT_ERRORS:
+                except _RETRIED:
                     raise
                 except Exception as exc:
                     judged = verdict(request, exc)
-            results.extend(await self._commit([request], {0: judged}, None))
+            results.extend(await self._commit([request], {0: judged}, None, replayed))
         return results
 
     async def _nack_all(self, deliveries: list[_Delivery]) -> None:
@@ -465,8 +581,8 @@ class Consumer:
             await message.ack()
 
 
-def _deaths(deliveries: list[_Delivery]) -> list[tuple[int, int]]:
-    return [(len(d.batch.requests), _earlier_deliveries(d.message)) for d in deliveries]
+def _attempt_key(delivery: _Delivery) -> str:
+    return message_key(delivery.message.message_id or delivery.batch.requests[0].id.hex)
 
 
 def _earlier_deliveries(message: AbstractIncomingMessage) -> int:

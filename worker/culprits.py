@@ -6,25 +6,36 @@ refuses, or a bug one payload triggers. `find_culprits` finds them by bisection 
 (transactions rolled back): a part that applies holds no culprit, a lone request that fails is one.
 The consumer then applies the batch once more without them, each culprit with a final result of
 its own (`verdict`), so the healthy requests of the batch commit after a single retry.
+
+A request may also kill the worker process: no exception to catch, no dry run survives it. Such
+a message comes back redelivered; `commit_parts` cuts it in ever smaller parts, each committed
+on its own, and a lone request is marked as attempted (`mark_attempt`) before it runs. A lone
+request found marked twice on a later delivery killed the worker: it gets its verdict unrun.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 import orjson
 
 from ingest.deadletters import DEAD_OUTCOME, DEAD_STATUS, failure_body
+from ingest.errors import IngestError
 from ingest.messages import TaskRequest
-from ingest.results import Result
-from ingest.store import VALUE_REJECTED
+from ingest.results import Result, result_of
+from ingest.store import VALUE_REJECTED, Connection
 from ingest.tasks import Outcome
 
 #: Dry-runs the requests at these positions: None when they apply, else what they raised.
 DryRun = Callable[[list[int]], Awaitable[BaseException | None]]
 
 _REASON_CHARS = 500
+
+
+class WorkerKilled(IngestError):
+    """Raised for a request that was being applied alone when its worker process died."""
 
 
 async def find_culprits(
@@ -46,12 +57,12 @@ async def find_culprits(
 
 def commit_parts(messages: list[tuple[int, int]]) -> list[list[int]]:
     """How to commit a batch of messages, given (requests, earlier deliveries) of each: whole,
-    unless a worker died holding one of its messages. A request may kill the worker (no exception
-    to catch, no dry run survives it), so a redelivered message is applied in ever smaller parts,
-    2 ** (earlier deliveries), each committed on its own, from alternating ends: the requests
-    beside the killer commit before it, and within the default delivery limit (10) a message of
-    up to 256 requests (the edge's default batch) leaves the killer dead-lettered alone. Parts
-    are positions in the batch; messages keep their order."""
+    unless a message was delivered before (a worker may have died holding it). Such a message is
+    cut into 2 ** (earlier deliveries + 1) parts, in order, each committed on its own: the
+    requests before one that kills the worker commit, and from the 7th redelivery on a message of
+    up to 256 requests (the edge's default) is applied one request at a time, where
+    `mark_attempt` catches the killer. Parts are positions in the batch; requests keep their
+    order."""
     parts: list[list[int]] = [[]]
     start = 0
     for count, deaths in messages:
@@ -60,11 +71,50 @@ def commit_parts(messages: list[tuple[int, int]]) -> list[list[int]]:
         if deaths < 1:
             parts[-1].extend(positions)
             continue
-        size = -(-count // min(2**deaths, count))
-        chunks = [positions[i : i + size] for i in range(0, count, size)]
-        parts.extend(chunks[::-1] if deaths % 2 else chunks)
+        size = -(-count // min(2 ** (deaths + 1), count))
+        parts.extend(positions[i : i + size] for i in range(0, count, size))
         parts.append([])
     return [part for part in parts if part]
+
+
+#: Deaths of a worker applying one request alone that convict the request (one could be chance:
+#: a worker killed from outside at that moment).
+DEATHS_TO_CONVICT = 2
+
+
+def request_key(request_id: uuid.UUID) -> str:
+    """The attempt mark of a request applied alone."""
+    return f"request:{request_id.hex}"
+
+
+def message_key(message_id: str) -> str:
+    """The attempt mark of a redelivered message being applied."""
+    return f"message:{message_id}"
+
+
+async def mark_attempt(conn: Connection, key: str) -> int:
+    """Mark what is about to be applied (committed before it runs); returns how many earlier
+    attempts were marked and never finished: each one a worker that died applying it."""
+    attempts: int = await conn.fetchval(
+        "INSERT INTO attempts AS a (key) VALUES ($1)"
+        " ON CONFLICT (key) DO UPDATE SET attempts = a.attempts + 1"
+        " RETURNING attempts",
+        key,
+    )
+    return attempts - 1
+
+
+async def unfinished_attempts(conn: Connection, keys: Collection[str]) -> dict[str, int]:
+    """Marks left by workers that died, by key (absent: none)."""
+    rows = await conn.fetch(
+        "SELECT key, attempts FROM attempts WHERE key = ANY($1::text[])", list(keys)
+    )
+    return {row["key"]: row["attempts"] for row in rows}
+
+
+async def forget_attempts(conn: Connection, keys: Collection[str]) -> None:
+    """What the marks stood for is finished."""
+    await conn.execute("DELETE FROM attempts WHERE key = ANY($1::text[])", list(keys))
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,22 +127,11 @@ class Verdict:
 
 def verdict(request: TaskRequest, failure: BaseException) -> Verdict:
     """A value Postgres refuses is the client's 422; any other failure of a request alone is a
-    bug it triggers: it is dead-lettered with its own 500, for an operator to replay."""
+    bug it triggers: it is dead-lettered with its own 500, for an operator to replay. What went
+    wrong inside is for the operator (the dead letter, the log), not the client."""
     if isinstance(failure, VALUE_REJECTED):
-        message = f"the database cannot store this task: {failure}"[:_REASON_CHARS]
-        body = {"error": "unstorable_value", "message": message}
-        return Verdict(_result(request, 422, Outcome.INVALID.value, orjson.dumps(body).decode()))
+        message = "a value of this task is beyond what the database can store"
+        body = orjson.dumps({"error": "unstorable_value", "message": message}).decode()
+        return Verdict(result_of(request, 422, Outcome.INVALID.value, body))
     reason = f"{type(failure).__name__}: {failure}"[:_REASON_CHARS]
-    return Verdict(_result(request, DEAD_STATUS, DEAD_OUTCOME, failure_body(reason)), reason)
-
-
-def _result(request: TaskRequest, status: int, outcome: str, body: str) -> Result:
-    return Result(
-        request_id=request.id,
-        workflow_id=request.workflow_id,
-        http_status=status,
-        outcome=outcome,
-        body=body,
-        received_at=request.received_at,
-        fingerprint=request.fingerprint,
-    )
+    return Verdict(result_of(request, DEAD_STATUS, DEAD_OUTCOME, failure_body()), reason)

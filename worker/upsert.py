@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -25,13 +25,15 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ingest import deadletters
 from ingest.deadletters import DEAD_OUTCOME
 from ingest.errors import IngestError, MalformedBody
 from ingest.messages import Operation, TaskRequest, parse_payload
-from ingest.results import Result, insert_results, stored_results
+from ingest.results import Result, insert_results, result_of, stored_results
 from ingest.store import VALUE_COLUMNS, Connection, lock_tasks, value_column, workflow_by_id
 from ingest.tasks import Outcome, TaskRecord, Value, new_task_public_id, render
 from ingest.workflows import FieldType, Workflow
+from worker.culprits import Verdict
 from worker.validation import (
     BLANK,
     ParsedTask,
@@ -104,31 +106,38 @@ class BatchApplier:
         conn: Connection,
         requests: list[TaskRequest],
         *,
-        settled: Mapping[int, Result] | None = None,
+        settled: Mapping[int, Verdict] | None = None,
+        replayed: Collection[uuid.UUID] = (),
         before_commit: Callable[[Connection], Awaitable[None]] | None = None,
         may_be_done: set[uuid.UUID] | None = None,
     ) -> list[Result]:
         """Apply `requests` in one transaction; results come back in request order.
 
-        `settled` holds final results, by position in `requests`, of requests that are not to be
-        applied (the culprits of an earlier failure of this batch): they are stored like any other
-        result. `may_be_done` names the requests that can already have a stored result (None:
-        any); the others skip that look-up. Should one be wrong, the result insert conflicts and
-        the batch runs again with every request looked up.
+        `settled` holds verdicts, by position in `requests`, of requests that are not to be
+        applied (the culprits of an earlier failure of this batch): their results are stored like
+        any other, with a dead letter where the verdict says so. `replayed` names requests an
+        operator replayed from the dead letters: a `dead` result of theirs is no answer.
+        `may_be_done` names the requests that can already have a stored result (None: any); the
+        others skip that look-up. Should one be wrong, the result insert conflicts and the batch
+        runs again with every request looked up.
         """
         settled = settled or {}
         async with conn.transaction():
             lookup = [r.id for r in requests if may_be_done is None or r.id in may_be_done]
             done = await stored_results(conn, lookup) if lookup else {}
-            await _forget_dead(conn, done)
+            await _forget_dead(conn, done, replayed)
             made: dict[uuid.UUID, Result] = {}
+            dead: list[tuple[TaskRequest, str]] = []
             by_workflow: dict[int, list[TaskRequest]] = defaultdict(list)
             # A request redelivered into the same batch as its first delivery runs once.
             for index, request in _first_deliveries(requests, done):
-                if index in settled:
-                    made[request.id] = settled[index]
-                else:
+                verdict = settled.get(index)
+                if verdict is None:
                     by_workflow[request.workflow_id].append(request)
+                    continue
+                made[request.id] = verdict.result
+                if verdict.dead_reason is not None:
+                    dead.append((request, verdict.dead_reason))
             gone: dict[uuid.UUID, Result] = {}
             for workflow_id, group in by_workflow.items():
                 version = max(r.workflow_version for r in group)
@@ -144,6 +153,8 @@ class BatchApplier:
                     await insert_results(conn, list(made.values()))
                 except asyncpg.UniqueViolationError as exc:
                     raise RetryBatch("another transaction stored one of these results") from exc
+            for request, reason in dead:
+                await deadletters.record_request(conn, request, reason)
             if before_commit is not None:
                 await before_commit(conn)
         return [_answer(r, done.get(r.id) or made.get(r.id) or gone[r.id]) for r in requests]
@@ -253,15 +264,7 @@ class BatchApplier:
 
     @staticmethod
     def _result(request: TaskRequest, status: int, outcome: Outcome, body: str) -> Result:
-        return Result(
-            request_id=request.id,
-            workflow_id=request.workflow_id,
-            http_status=status,
-            outcome=outcome.value,
-            body=body,
-            received_at=request.received_at,
-            fingerprint=request.fingerprint,
-        )
+        return result_of(request, status, outcome.value, body)
 
     async def _write(
         self, conn: Connection, workflow: Workflow, tasks: dict[str, _TaskState]
@@ -309,10 +312,16 @@ async def _delete_tasks(conn: Connection, task_ids: list[int]) -> None:
         await conn.execute("DELETE FROM tasks WHERE id = ANY($1::bigint[])", task_ids)
 
 
-async def _forget_dead(conn: Connection, done: dict[uuid.UUID, Result]) -> None:
-    """A `dead` result marks a dead-lettered request; seeing it again means a replay (whose own
-    removal of the mark may not be committed yet), so the request runs instead of answering dead."""
-    dead = [request_id for request_id, result in done.items() if result.outcome == DEAD_OUTCOME]
+async def _forget_dead(
+    conn: Connection, done: dict[uuid.UUID, Result], replayed: Collection[uuid.UUID]
+) -> None:
+    """A `dead` result of a request an operator replays is no answer (the replay's own removal of
+    it may not be committed yet): the request runs. Any other request keeps its `dead` verdict."""
+    dead = [
+        request_id
+        for request_id, result in done.items()
+        if result.outcome == DEAD_OUTCOME and request_id in replayed
+    ]
     if dead:
         await conn.execute(
             "DELETE FROM request_results WHERE request_id = ANY($1::uuid[]) AND outcome = $2",
@@ -343,15 +352,7 @@ def _answer(request: TaskRequest, result: Result) -> Result:
 
 def _workflow_gone(request: TaskRequest) -> Result:
     body = _json({"error": "not_found", "message": "the workflow of this request no longer exists"})
-    return Result(
-        request.id,
-        request.workflow_id,
-        404,
-        Outcome.NOT_FOUND.value,
-        body,
-        received_at=request.received_at,
-        fingerprint=request.fingerprint,
-    )
+    return result_of(request, 404, Outcome.NOT_FOUND.value, body)
 
 
 def _key_reused(request: TaskRequest) -> Result:
@@ -362,14 +363,7 @@ def _key_reused(request: TaskRequest) -> Result:
             "message": "this Idempotency-Key was already used with a different request body",
         }
     )
-    return Result(
-        request.id,
-        request.workflow_id,
-        422,
-        Outcome.INVALID.value,
-        body,
-        fingerprint=request.fingerprint,
-    )
+    return result_of(request, 422, Outcome.INVALID.value, body)
 
 
 def _update(state: _TaskState, parsed: Any) -> bool:
