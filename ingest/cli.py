@@ -43,7 +43,11 @@ async def migrate(settings: Settings) -> list[migrations.Migration]:
 
 
 def _load_definition(path: str) -> Any:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DefinitionError([f"{path} is not UTF-8 text: {exc}"]) from None
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:

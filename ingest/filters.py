@@ -16,10 +16,8 @@ from ingest.cursors import Cursors, query_digest
 from ingest.errors import RequestError
 from ingest.store import Connection, Pool, load_values, task_from_row, value_column
 from ingest.tasks import TaskRecord, read_number
-from ingest.workflows import ASSIGNED_TO, STAGE, FieldSpec, FieldType, Workflow
+from ingest.workflows import ASSIGNED_TO, CURSOR, LIMIT, STAGE, FieldSpec, FieldType, Workflow
 
-LIMIT = "limit"
-CURSOR = "cursor"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 

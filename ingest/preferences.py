@@ -31,6 +31,6 @@ def parse_prefer(headers: Iterable[str]) -> Preferences:
             value = value.strip().strip('"')
             if name == "respond-async":
                 respond_async = True
-            elif name == "wait" and value.isdigit() and wait is None:
+            elif name == "wait" and value.isascii() and value.isdigit() and wait is None:
                 wait = float(value)
     return Preferences(respond_async=respond_async, wait=wait)

@@ -22,7 +22,7 @@ import orjson
 
 from ingest.messages import TaskRequest
 from ingest.store import Connection, Pool
-from ingest.workflows import TASK_URL
+from ingest.workflows import STAGE, TASK_URL
 
 _MAC_BYTES = 10
 #: A result's body is stored up to this many bytes. A larger one (a task with huge values) is
@@ -81,8 +81,7 @@ class RequestIds:
         return hmac.new(self._key, message, hashlib.sha256).digest()[:_MAC_BYTES]
 
     def public(self, request_id: uuid.UUID, workflow_id: int) -> str:
-        raw = request_id.bytes + self._mac(request_id, workflow_id)
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return _encoded(request_id.bytes + self._mac(request_id, workflow_id))
 
     def parse(self, public_id: str, workflow_id: int) -> uuid.UUID | None:
         """The request's UUID, or None when the id was not issued for this workflow."""
@@ -90,12 +89,16 @@ class RequestIds:
             raw = base64.urlsafe_b64decode(public_id + "=" * (-len(public_id) % 4))
         except (binascii.Error, ValueError):
             return None
-        if len(raw) != 16 + _MAC_BYTES:
-            return None
+        if len(raw) != 16 + _MAC_BYTES or _encoded(raw) != public_id:
+            return None  # one spelling per id: no padding, no other alphabet
         request_id = uuid.UUID(bytes=raw[:16])
         if not hmac.compare_digest(raw[16:], self._mac(request_id, workflow_id)):
             return None
         return request_id
+
+
+def _encoded(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def status_document(public_id: str, result: Result | None) -> dict[str, Any]:
@@ -111,10 +114,12 @@ def status_document(public_id: str, result: Result | None) -> dict[str, Any]:
     body = orjson.loads(result.body) if result.body else None
     if body is None:
         pass  # 204: nothing to show
-    elif result.http_status < 300:
+    elif result.http_status < 300 and not _is_note(body):
         document["task"] = body
     else:
-        document.update(body)  # {"errors": {...}} for 422; {"error", "message"} otherwise
+        # {"errors": {...}} for 422; {"error", "message"} otherwise, or for a result too large
+        # to keep (whose Task URL comes along).
+        document.update(body)
     if result.completed_at is not None:
         document["completed_at"] = result.completed_at.isoformat()
     return document
@@ -169,6 +174,14 @@ _RESULT_COLUMNS = [
 ]
 
 
+_TOO_LARGE = "result_too_large"
+
+
+def _is_note(body: Any) -> bool:
+    """A `storable_body` note rather than a task (a task always has a Stage)."""
+    return isinstance(body, dict) and body.get("error") == _TOO_LARGE and STAGE not in body
+
+
 def storable_body(body: str) -> str:
     """`body`, or when it is over MAX_STORED_BODY_BYTES a short JSON note saying so, with the
     task's `Task URL` when the body is a task (its status and outcome are kept as they were)."""
@@ -176,7 +189,7 @@ def storable_body(body: str) -> str:
     if size <= MAX_STORED_BODY_BYTES:
         return body
     note: dict[str, Any] = {
-        "error": "result_too_large",
+        "error": _TOO_LARGE,
         "message": (
             f"this answer was {size} bytes, more than the {MAX_STORED_BODY_BYTES} kept with a"
             " result; the request itself took effect as its status says"

@@ -106,15 +106,18 @@ _EXACT = decimal.Context(prec=MAX_NUMBER_DIGITS + 100)
 
 
 def canonical_number(number: Decimal) -> str:
-    """The one text of a number used as a Unique ID: 42, 42.0 and 4.2E+1 are all "42"."""
-    return format(_EXACT.normalize(number), "f")
+    """The one text of a number used as a Unique ID: 42, 42.0 and 4.2E+1 are all "42" (and
+    -0, 0.0 and 0E+5 are all "0")."""
+    return "0" if number.is_zero() else format(_EXACT.normalize(number), "f")
 
 
 def render_value(value: Value) -> Any:
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        # A naive value is -infinity or infinity read back (stored before they were refused).
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return moment.isoformat().replace("+00:00", "Z")
     if isinstance(value, date):
         return value.isoformat()
     return value

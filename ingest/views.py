@@ -36,7 +36,7 @@ from ingest.metrics import exposition
 from ingest.preferences import parse_prefer
 from ingest.results import Result, fetch_result, status_document
 from ingest.tasks import canonical_number, key_fits, read_number, render
-from ingest.workflows import FieldType, Workflow, WorkflowDefinition, example, import_url
+from ingest.workflows import CURSOR, FieldType, Workflow, WorkflowDefinition, example, import_url
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("ingest.access")
@@ -282,9 +282,12 @@ async def _stored_if_reachable(
 
 def _idempotency_key(request: web.Request) -> str | None:
     """The Idempotency-Key header (a string, quoted or not), or None when absent."""
-    raw = request.headers.get("Idempotency-Key")
-    if raw is None:
+    given = request.headers.getall("Idempotency-Key", [])
+    if not given:
         return None
+    if len(set(given)) > 1:
+        raise InvalidHeader("send one Idempotency-Key, not several")
+    raw = given[0]
     key = raw.strip()
     if len(key) >= 2 and key[0] == key[-1] == '"':
         key = key[1:-1]
@@ -372,8 +375,8 @@ async def list_tasks(request: web.Request) -> web.Response:
     page = await filters.list_tasks(edge.pool, workflow, list(request.query.items()), edge.cursors)
     headers = {}
     if page.next_cursor is not None:
-        query = [(k, v) for k, v in request.query.items() if k != filters.CURSOR]
-        query.append((filters.CURSOR, page.next_cursor))
+        query = [(k, v) for k, v in request.query.items() if k != CURSOR]
+        query.append((CURSOR, page.next_cursor))
         next_url = f"{settings.base_url}{request.rel_url.with_query(query)}"
         headers = {"Link": f'<{next_url}>; rel="next"', "X-Next-Cursor": page.next_cursor}
     body = [render(workflow, task, settings.base_url) for task in page.tasks]
@@ -383,10 +386,15 @@ async def list_tasks(request: web.Request) -> web.Response:
 async def task_by_url(request: web.Request) -> web.Response:
     """The `Task URL`: an unguessable capability link that never carries the token."""
     settings, edge = request.app[SETTINGS], request.app[EDGE]
-    workflow = await store.workflow_by_public_id(edge.pool, _path_id(request, "workflow_id"))
+    # One answer for every miss: the link must not tell which of its two ids exists.
+    try:
+        workflow_id, task_id = _path_id(request, "workflow_id"), _path_id(request, "task_id")
+    except NotFound:
+        raise NotFound("no task has this URL") from None
+    workflow = await store.workflow_by_public_id(edge.pool, workflow_id)
     task = None
     if workflow is not None:
-        task = await store.task_by_public_id(edge.pool, workflow.id, _path_id(request, "task_id"))
+        task = await store.task_by_public_id(edge.pool, workflow.id, task_id)
     if workflow is None or task is None:
         raise NotFound("no task has this URL")
     return json_response(render(workflow, task, settings.base_url))

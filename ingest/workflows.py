@@ -49,6 +49,10 @@ STAGE = "Stage"
 ASSIGNED_TO = "Assigned To"
 TASK_URL = "Task URL"
 BUILT_IN_FIELDS = (STAGE, ASSIGNED_TO, TASK_URL)
+#: Query parameters of the task list that are not filters, so no field may be named so.
+LIMIT = "limit"
+CURSOR = "cursor"
+PAGING = frozenset({LIMIT, CURSOR})
 
 
 class FieldType(StrEnum):
@@ -95,7 +99,7 @@ class FieldSpec(BaseModel):
     required: bool = False
     options: tuple[str, ...] = ()
     #: Stable id of the field inside its workflow; assigned on create, kept across renames.
-    id: int = Field(default=0, ge=0, le=_MAX_STORED_FIELD_ID)
+    id: int = Field(default=0, ge=0, le=_MAX_STORED_FIELD_ID, strict=True)
 
 
 class WorkflowDefinition(BaseModel):
@@ -203,10 +207,28 @@ def _bound_problems(definition: WorkflowDefinition) -> list[str]:
         )
     if (stranger := _first(definition.members, lambda m: not is_email(m))) is not None:
         problems.append(f"member {_shown(stranger)} is not an email address")
+    if len({member.lower() for member in definition.members}) != len(definition.members):
+        problems.append("a member is listed more than once (e-mails compare without case)")
     names = (definition.name, *(spec.name for spec in definition.fields))
     if _first(names, lambda name: "\x00" in name) is not None:
         problems.append("names cannot contain NUL characters")
+    texts = (*names, *definition.stages, *definition.members)
+    texts += tuple(option for spec in definition.fields for option in spec.options)
+    if _first(texts, _has_lone_surrogate) is not None:
+        problems.append("names, options, stages and members cannot contain lone surrogates")
+    if (
+        taken := _first((spec.name for spec in definition.fields), PAGING.__contains__)
+    ) is not None:
+        problems.append(f"field name {taken!r} is reserved: the task list pages with it")
     return problems
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _text_problems(what: str, texts: tuple[str, ...], most: int) -> list[str]:

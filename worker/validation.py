@@ -132,6 +132,10 @@ def to_date(value: Any) -> date:
         raise _fail(INVALID) from None
 
 
+_FIRST_MOMENT = datetime.min.replace(tzinfo=UTC)
+_LAST_MOMENT = datetime.max.replace(tzinfo=UTC)
+
+
 def to_datetime(value: Any) -> datetime:
     """An RFC 3339 date-time (2020-01-31T09:30:00.5+02:00): ISO 8601's other forms, a missing
     offset and fractions finer than microseconds (which would be truncated) are invalid."""
@@ -145,9 +149,11 @@ def to_datetime(value: Any) -> datetime:
     except ValueError:
         raise _fail(INVALID) from None
     try:
-        moment.astimezone(UTC)  # stored and shown in UTC: it must exist there
+        in_utc = moment.astimezone(UTC)  # stored and shown in UTC: it must exist there
     except OverflowError:
         raise _fail(INVALID) from None
+    if not _FIRST_MOMENT < in_utc < _LAST_MOMENT:
+        raise _fail(INVALID)  # Postgres' driver would store these two as -infinity and infinity
     return moment
 
 
