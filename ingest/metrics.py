@@ -114,7 +114,10 @@ class WorkerMetrics:
             registry=r,
         )
         self.dead_letters = Counter(
-            "ingest_dead_letters_total", "Messages dead-lettered and recorded.", registry=r
+            "ingest_dead_letters_total",
+            "Requests of messages the broker dead-lettered, recorded (a worker's own verdicts"
+            " count as outcome dead).",
+            registry=r,
         )
         self.queue_depth = Gauge(
             "ingest_queue_depth_messages", "Messages ready in the task queue.", registry=r

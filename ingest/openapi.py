@@ -582,7 +582,9 @@ def shared_responses() -> dict[str, Any]:
             "No workflow has this token (every wrong token gets the same answer)", ["not_found"]
         ),
         "Unavailable": error_response(
-            "The database or the broker cannot take the request now; retry after `Retry-After`",
+            "The database or the broker cannot take the request now, or the edge holds as many "
+            "request-body bytes as `INGEST_MAX_BODY_BYTES_IN_FLIGHT` allows; retry after "
+            "`Retry-After`",
             ["unavailable"],
             retry,
         ),
@@ -593,11 +595,14 @@ def shared_responses() -> dict[str, Any]:
             "The body is larger than `INGEST_MAX_BODY_BYTES`", ["body_too_large"]
         ),
         "UnsupportedMediaType": error_response(
-            "The body is not JSON (`application/json` or `application/*+json`, UTF-8)",
-            ["unsupported_media_type"],
+            "The body is not JSON (`application/json` or `application/*+json`, UTF-8), or its "
+            "`Content-Encoding` is not one the edge decodes (gzip, deflate; see "
+            "`Accept-Encoding`)",
+            ["unsupported_media_type", "unsupported_content_encoding"],
         ),
         "BodyTimeout": error_response(
-            "The body did not arrive within `INGEST_BODY_READ_TIMEOUT` seconds",
+            "The body did not arrive within `INGEST_BODY_READ_TIMEOUT` seconds (or the headers "
+            "within `INGEST_HEADER_READ_TIMEOUT`, answered before any route)",
             ["request_timeout"],
         ),
         "Unauthorized": error_response(
@@ -610,9 +615,10 @@ def shared_responses() -> dict[str, Any]:
             ["admin_api_disabled"],
         ),
         "DeadLettered": error_response(
-            "A worker could not process the request and it was dead-lettered after repeated "
-            "deliveries (its status URL says `outcome: dead`); a waiting client or an "
-            "Idempotency-Key retry gets this answer",
+            "A worker could not process this request (a failure of its own, not of the "
+            "requests beside it) and dead-lettered it alone (its status URL says "
+            "`outcome: dead`); a waiting client or an Idempotency-Key retry gets this answer "
+            "until an operator replays it",
             ["dead_lettered"],
         ),
     }
@@ -655,8 +661,10 @@ def _body_errors() -> dict[str, Any]:
 
 def _task_invalid() -> dict[str, Any]:
     return response(
-        "The task is invalid (every problem at once), or the Idempotency-Key was already used "
-        "with a different request (`error`: `idempotency_key_reused`).",
+        "The task is invalid (every problem at once; at most 20 unknown keys are named, the "
+        "rest counted under `base`), the Idempotency-Key was already used with a different "
+        "request (`error`: `idempotency_key_reused`), or a value is beyond what the database "
+        "stores (`error`: `unstorable_value`).",
         {"oneOf": [ref("ValidationErrors"), ref("Error")]},
         example={"errors": {"Expected Close Date": ["is invalid"], "Stage": ["is not included"]}},
     )

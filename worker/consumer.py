@@ -10,8 +10,12 @@ Acknowledgement policy (the only place messages are acked, nacked or rejected):
 - anything else raised while applying is some request's fault: the requests that fail alone are
   found by bisection over dry runs (worker.culprits) and each gets its own final result (a 422
   for a value Postgres refuses; otherwise it is dead-lettered alone with its own 500); the rest
-  of the batch commits on the next try. A message reaches the queue's delivery limit only when a
-  worker dies on it; its unfinished requests are then dead-lettered one letter each.
+  of the batch commits on the next try;
+- a redelivered message (a worker may have died on it) is settled after the fresh ones, alone,
+  in ever smaller parts, so a request that kills the worker is caught (worker.culprits). A
+  message reaches the queue's delivery limit only when that fails (over 256 requests), or when
+  not even a verdict can be stored; its unfinished requests are then dead-lettered one letter
+  each.
 """
 
 from __future__ import annotations

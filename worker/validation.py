@@ -376,7 +376,7 @@ def _rails_errors(exc: ValidationError) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else "base"
-        message = NOT_A_FIELD if error["type"] == "extra_forbidden" else error["type"]
+        message = error["type"]  # unknown keys never reach pydantic (`_unknown_key_errors`)
         if not message.startswith(("is ", "can't")):
             message = INVALID
         bucket = errors.setdefault(name, [])
