@@ -10,7 +10,7 @@ import pytest
 
 from ingest.errors import DefinitionError
 from ingest.workflows import FieldType, WorkflowDefinition, example_payload, hash_token
-from tests.conftest import ROOT, SALES, service_env
+from tests.conftest import ROOT, SALES, run_cli, service_env
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
 
@@ -158,16 +158,7 @@ def test_cli_creates_a_workflow_from_yaml(settings, tmp_path):
         "name: Sales pipeline\nfields:\n  - {name: Company ID, type: text, required: true}\n"
         "  - {name: 'International?', type: checkbox}\nunique_id: Company ID\nstages: [Lead, Won]\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "ingest", "workflow", "create", str(path)],
-        env=service_env(settings),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=True,
-    )
-    created = json.loads(done.stdout)
+    created = json.loads(run_cli(settings, "workflow", "create", str(path)))
     assert created["name"] == "Sales pipeline"
     assert created["import_url"].endswith(f"/api/v1/workflows/{created['token']}/tasks")
     assert "curl -X POST" in created["example_curl"]
