@@ -135,7 +135,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[
             metrics_middleware,
             error_middleware,
-            hold_bodies(bodies, settings.max_body_bytes),
+            hold_bodies(bodies),
         ],
         client_max_size=settings.max_body_bytes,
     )

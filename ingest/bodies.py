@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestPayloadError
 
-from ingest.errors import BodyTooLarge, MalformedBody, UnsupportedMediaType
-from ingest.inflight import settle_body
+from ingest.errors import (
+    BodyTooLarge,
+    ClientDisconnected,
+    MalformedBody,
+    UnreadableBody,
+    UnsupportedContentEncoding,
+    UnsupportedMediaType,
+)
+from ingest.inflight import charge_body
 from ingest.messages import inspect_values, parse_payload
 
 _CHUNK = 64 * 1024
+#: What a client is told when its body could not be read. Never aiohttp's own message: it can
+#: quote the request's bytes.
+_UNREADABLE = (
+    "request body could not be read: its framing is broken or its bytes do not decode from its "
+    "Content-Encoding"
+)
 
 
 def check_content_type(request: web.Request) -> None:
@@ -27,19 +40,35 @@ def check_content_type(request: web.Request) -> None:
         raise UnsupportedMediaType(f"charset {charset!r} is not supported; send UTF-8")
 
 
+def check_content_encoding(request: web.Request) -> None:
+    """The body is sent as is or in one coding aiohttp decodes (gzip or deflate); anything else
+    (an unknown coding, `x-gzip`, a list of codings) would reach the JSON parser still encoded.
+
+    aiohttp decodes a body when its one Content-Encoding value, ASCII, lowercased and stripped of
+    spaces and tabs, names a coding it knows; it passes any other as is. The same rule here."""
+    given = request.headers.getall(hdrs.CONTENT_ENCODING, [])
+    if not given:
+        return
+    coding = given[0].strip(" \t")
+    decoded = ("", "identity", *UnsupportedContentEncoding.accepted)
+    if len(given) > 1 or not coding.isascii() or coding.lower() not in decoded:
+        raise UnsupportedContentEncoding()
+
+
 def buffered_body(request: web.Request, limit: int) -> bytes | None:
     """The body when it has already arrived whole (the usual small JSON body), else None."""
-    if not request.content.is_eof():
+    if not request.content.is_eof() or request.content.exception() is not None:
         return None
     body = request.content.read_nowait()
     if len(body) > limit:
         raise BodyTooLarge(limit)
-    settle_body(request, len(body))
+    charge_body(request, len(body))
     return body
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, refusing to read past `limit` bytes (chunked or not)."""
+    """The whole body, refusing to read past `limit` bytes (chunked or not); each chunk is held
+    against the edge's budget of bodies in flight as it arrives."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise BodyTooLarge(limit)
@@ -50,11 +79,21 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge(limit)
+            charge_body(request, len(chunk))
             chunks.append(chunk)
-    except RequestPayloadError as exc:
-        raise MalformedBody(f"request body could not be read: {exc}") from None
-    settle_body(request, size)
+    except RequestPayloadError:
+        _abandon_body(request)
+        raise UnreadableBody(_UNREADABLE) from None
+    except ConnectionError:
+        raise ClientDisconnected("the client left before its body arrived") from None
     return b"".join(chunks)
+
+
+def _abandon_body(request: web.Request) -> None:
+    """aiohttp's parser stops at a body it cannot read, and would drop every later request on the
+    connection. Mark the body finished, so that aiohttp does not try to drain it after the answer
+    (and log the error again as unhandled); the answer closes the connection (`UnreadableBody`)."""
+    request.content.feed_eof()
 
 
 def accept_json_object(body: bytes) -> str:

@@ -9,8 +9,10 @@ text while logging its raw request line (workflow token included). `EdgeServer` 
 - is closed after `idle_timeout` without a request (aiohttp's keep-alive timer, which also runs
   before the first request, so a client that never sends a byte is closed too);
 - is answered 408 and closed when a request's line and headers take over `header_read_timeout`;
-- answers a malformed request (over-long line, bad header, unsupported Content-Encoding) in JSON
-  and logs one redacted line for it;
+- answers a malformed request in JSON, never quoting aiohttp's message (it quotes the request's
+  bytes): 414 for a request line over `REQUEST_LINE_LIMIT` bytes, 431 for a header line over
+  `HEADER_LINE_LIMIT` or more than `HEADER_COUNT_LIMIT` headers, 415 for a Content-Encoding aiohttp
+  cannot decode, 400 for the rest; and logs one redacted line for it;
 
 and holds at most `connection_cap` connections: past it, the one idle the longest (no request in
 progress) is closed, so idle sockets can never lock a new client out. (The bytes of request bodies
@@ -30,6 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import (
+    BadHttpMessage,
     BadHttpMethod,
     ContentEncodingError,
     HttpProcessingError,
@@ -38,6 +41,7 @@ from aiohttp.http_exceptions import (
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from ingest.errors import UnsupportedContentEncoding
 from ingest.logs import escape_undecodable, redact
 from ingest.settings import Settings
 from ingest.views import error_response
@@ -47,8 +51,16 @@ log = logging.getLogger(__name__)
 #: Descriptors an edge needs besides client connections (and its database pool): the broker, the
 #: listening socket, the event loop's own, standard streams, logs.
 _FD_HEADROOM = 64
-#: Content codings aiohttp decodes (besides identity); told to clients that send another.
-_DECODED_CODINGS = "gzip, deflate"
+#: The longest request line aiohttp reads (its default, and Apache's).
+REQUEST_LINE_LIMIT = 8190
+#: The longest header line (name and value) aiohttp reads: 8 KiB. It differs from the request
+#: line's limit on purpose: aiohttp's `LineTooLong` names only the limit it hit, which tells a
+#: request line (414) from a header line (431).
+HEADER_LINE_LIMIT = 8192
+#: The most header lines a request may have (aiohttp's default).
+HEADER_COUNT_LIMIT = 128
+#: aiohttp's text for too many headers: it raises a plain `BadHttpMessage`, with no type of its own.
+_TOO_MANY_HEADERS = "Too many headers received"
 #: aiohttp stops reading a request body once twice this is buffered unread (the default is 64 KiB):
 #: small, so that bodies waiting to be read, or drained after a refusal, hold little memory.
 _READ_BUFFER = 16 * 1024
@@ -103,6 +115,9 @@ class EdgeServer(web.Server):
             # aiohttp's access log prints raw request lines; ingest's own (views) is redacted.
             "access_log": None,
             "read_bufsize": _READ_BUFFER,
+            "max_line_size": REQUEST_LINE_LIMIT,
+            "max_field_size": HEADER_LINE_LIMIT,
+            "max_headers": HEADER_COUNT_LIMIT,
         }
         super().__init__(
             plain.request_handler,
@@ -200,9 +215,10 @@ class EdgeConnection(RequestHandler):
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
         if isinstance(resp, web.HTTPException) and resp.status >= 400:
-            # Raised by aiohttp outside the app's middlewares (an unknown `Expect`, say).
+            # Raised by aiohttp outside the app's middlewares (an unknown `Expect`, say). Its text
+            # may quote the request (`Unknown Expect: …`): only the reason phrase goes back.
             code = resp.reason.lower().replace(" ", "_")
-            resp = error_response(resp.status, code, resp.text or resp.reason)
+            resp = error_response(resp.status, code, resp.reason)
         try:
             return await super().finish_response(request, resp, start_time)
         finally:
@@ -258,11 +274,18 @@ class EdgeConnection(RequestHandler):
 def _problem(status: int, exc: BaseException | None) -> tuple[int, str, str, dict[str, str]]:
     """Status, error code, message and headers for what aiohttp's server refused."""
     if isinstance(exc, ContentEncodingError):
-        message = "the body's Content-Encoding cannot be decoded; send it as is, gzip or deflate"
-        return 415, "unsupported_content_encoding", message, {"Accept-Encoding": _DECODED_CODINGS}
+        refusal = UnsupportedContentEncoding()
+        accepted = {"Accept-Encoding": ", ".join(refusal.accepted)}
+        return 415, "unsupported_content_encoding", str(refusal), accepted
+    if isinstance(exc, LineTooLong) and exc.args[1] == HEADER_LINE_LIMIT:
+        message = f"a header line is longer than {HEADER_LINE_LIMIT} bytes"
+        return 431, "request_header_fields_too_large", message, {}
     if isinstance(exc, LineTooLong):
-        message = f"the request line or a header line is longer than {exc.args[1]} bytes"
-        return 400, "line_too_long", message, {}
+        message = f"the request line is longer than {REQUEST_LINE_LIMIT} bytes"
+        return 414, "uri_too_long", message, {}
+    if type(exc) is BadHttpMessage and exc.message == _TOO_MANY_HEADERS:
+        message = f"the request has more than {HEADER_COUNT_LIMIT} header lines"
+        return 431, "request_header_fields_too_large", message, {}
     if isinstance(exc, HttpProcessingError):
         return 400, "bad_request", "the request is not valid HTTP/1.1", {}
     if status == 504:

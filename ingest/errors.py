@@ -5,11 +5,14 @@
     ├── DefinitionError        a workflow definition is invalid (carries every problem)
     ├── RequestError           a client request is unacceptable at the edge
     │   ├── MalformedBody      not JSON, not an object, bad encoding, too deep
+    │   │   └── UnreadableBody the body stream broke (framing, Content-Encoding)
     │   ├── BodyTooLarge       over the body limit
     │   ├── UnsupportedMediaType
+    │   │   └── UnsupportedContentEncoding
     │   ├── InvalidHeader      a header the request depends on is malformed
     │   ├── RateLimited        over the workflow's request rate
-    │   └── BodyTimeout        the body did not arrive within the read deadline
+    │   ├── BodyTimeout        the body did not arrive within the read deadline
+    │   └── ClientDisconnected the client went away before its body arrived
     ├── NotFound               unknown token, workflow, task or request id
     ├── Unauthorized           the admin token is missing or wrong
     ├── Forbidden              the admin API is closed (no admin token configured)
@@ -50,6 +53,11 @@ class MalformedBody(RequestError):
     """Raised when a body is not a well-formed JSON object."""
 
 
+class UnreadableBody(MalformedBody):
+    """Raised when the body stream itself cannot be read (broken framing, a Content-Encoding its
+    bytes do not decode from); the connection cannot carry another request."""
+
+
 class BodyTooLarge(RequestError):
     """Raised when a body exceeds the configured limit."""
 
@@ -60,6 +68,18 @@ class BodyTooLarge(RequestError):
 
 class UnsupportedMediaType(RequestError):
     """Raised when a body is sent with a content type other than JSON."""
+
+
+class UnsupportedContentEncoding(UnsupportedMediaType):
+    """Raised when a body is sent in a Content-Encoding the edge does not decode; `accepted`
+    names those it does."""
+
+    accepted = ("gzip", "deflate")
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the body's Content-Encoding cannot be decoded; send it as is, gzip or deflate"
+        )
 
 
 class InvalidHeader(RequestError):
@@ -76,6 +96,10 @@ class RateLimited(RequestError):
 
 class BodyTimeout(RequestError):
     """Raised when a request body does not arrive within the read deadline."""
+
+
+class ClientDisconnected(RequestError):
+    """Raised when the client closes its connection before its request body has arrived."""
 
 
 class NotFound(IngestError):

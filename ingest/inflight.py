@@ -1,17 +1,20 @@
 """Bytes of request bodies in flight at an edge process, bounded.
 
-Each request with a body holds its size against one budget per process for as long as it is
-handled (its body is read, parsed, published and waited on in that time): its Content-Length, or
-the body limit while the size is unknown (chunked) or may grow (compressed), settled to the real
-size once the body is read. A request that does not fit is refused at once, with 503 and
-`Retry-After`, before its body is read: the edge's memory stays bounded however many clients send
-at once. A body costs a few times its size while it is in flight (raw bytes, text, broker frames),
-so the budget is a fraction of the memory it protects.
+A request holds the bytes of its body against one budget per process as they arrive (each chunk
+`read_body` takes from the connection; a body already buffered whole, its size) and until it is
+handled (parsed, published and waited on). A request that reads no body holds nothing, and one
+whose body has not arrived yet holds nothing either: a client that stalls its uploads cannot
+starve anyone else of the budget. A chunk that does not fit while other requests hold bytes is
+refused at once, with 503 and `Retry-After`, and the request lets go of what it held: the edge's
+memory stays bounded however many clients send at once. A body costs a few times its size while
+it is in flight (raw bytes, text, broker frames), so the budget is a fraction of the memory it
+protects; what aiohttp reads ahead of the handler on each connection is bounded by its read
+buffer (see `ingest.connections`).
 """
 
 from __future__ import annotations
 
-from aiohttp import hdrs, web
+from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from ingest.errors import Unavailable
@@ -24,13 +27,9 @@ class BodyBudget:
         self.capacity = capacity
         self.held = 0
 
-    def hold(self, size: int) -> Hold:
-        """Hold `size` bytes, or raise `Unavailable` when they do not fit. One body always fits
-        when nothing else is held, so no body within the body limit is refused for ever."""
-        if size and self.held and self.held + size > self.capacity:
-            raise Unavailable("the edge is reading as many request bodies as it may; retry shortly")
-        self.held += size
-        return Hold(self, size)
+    def hold(self) -> Hold:
+        """A new request's share of the budget, empty until its body arrives."""
+        return Hold(self)
 
 
 class Hold:
@@ -38,15 +37,20 @@ class Hold:
 
     __slots__ = ("_budget", "size")
 
-    def __init__(self, budget: BodyBudget, size: int) -> None:
+    def __init__(self, budget: BodyBudget) -> None:
         self._budget = budget
-        self.size = size
+        self.size = 0
 
-    def settle(self, size: int) -> None:
-        """The body turned out to be `size` bytes: give back what was held beyond that."""
-        if size < self.size:
-            self._budget.held -= self.size - size
-            self.size = size
+    def charge(self, size: int) -> None:
+        """`size` more bytes of the body arrived: hold them too, or raise `Unavailable` when they
+        do not fit while other requests hold bytes. A body alone always fits, so no body within
+        the body limit is refused for ever."""
+        budget = self._budget
+        others = budget.held - self.size
+        if size and others and budget.held + size > budget.capacity:
+            raise Unavailable("the edge is reading as many request bodies as it may; retry shortly")
+        budget.held += size
+        self.size += size
 
     def release(self) -> None:
         self._budget.held -= self.size
@@ -55,36 +59,23 @@ class Hold:
 
 #: The edge's budget (for metrics and tests to read).
 BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
-#: The hold of the request's body on the budget (absent where no `hold_bodies` middleware runs).
+#: The request's share of the budget (absent where no `hold_bodies` middleware runs).
 BODY_HOLD = web.RequestKey("body_hold", Hold)
 
 
-def settle_body(request: web.Request, size: int) -> None:
-    """The request's body has been read and is `size` bytes: hold no more than that."""
+def charge_body(request: web.Request, size: int) -> None:
+    """`size` more bytes of the request's body have been read: hold them against the budget."""
     hold = request.get(BODY_HOLD)
     if hold is not None:
-        hold.settle(size)
+        hold.charge(size)
 
 
-def body_size(request: web.Request, limit: int) -> int:
-    """Bytes a request's body may take once read: its Content-Length when sent as is, the body
-    limit when it is chunked or compressed (decompressing makes it grow)."""
-    if not request.body_exists:
-        return 0
-    declared = request.content_length
-    coding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
-    if declared is None or coding not in ("", "identity"):
-        return limit
-    return min(declared, limit)
-
-
-def hold_bodies(budget: BodyBudget, limit: int) -> Middleware:
-    """A middleware holding each request's body against `budget` while the request is handled;
-    `limit` is the body limit (what a body of unknown size may grow to)."""
+def hold_bodies(budget: BodyBudget) -> Middleware:
+    """A middleware giving each request a share of `budget` for its body while it is handled."""
 
     @web.middleware
     async def hold_body(request: web.Request, handler: Handler) -> web.StreamResponse:
-        hold = budget.hold(body_size(request, limit))
+        hold = budget.hold()
         request[BODY_HOLD] = hold
         try:
             return await handler(request)

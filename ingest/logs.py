@@ -20,12 +20,22 @@ import orjson
 
 from ingest.settings import Settings
 
-#: What a workflow token looks like wherever it is. First, the path segment after `workflows/`, in
-#: any case and after any number of slashes, when it is longer than a workflow's public id (8
-#: characters): the token slot of every task route, also on paths that miss the router
-#: (`//api/v1/…`, `/API/v1/…`, `/api/v2/…`). Then any run of 40 or more URL-safe characters:
-#: tokens are 43 (`secrets.token_urlsafe(32)`), and nothing else ingest logs is that long unbroken.
-_SECRET = re.compile(r"(?i)(workflows/+)[^/?#\s\"'<>\\]{9,}|[a-z0-9_-]{40,}")
+#: What a workflow token looks like wherever it is:
+#:
+#: 1. the first real segment after `workflows/`, in any case, when it is longer than a workflow's
+#:    public id (8 characters): the token slot of every task route, also on paths that miss the
+#:    router (`//api/v1/…`, `/API/v1/…`, `/api/v2/…`) and whatever empty, `.` or `..` segments
+#:    come between, spelled out or percent-encoded (`/./`, `//`, `%2F`, `%2E%2E/`). The run of
+#:    separators is matched atomically, so a long run costs linear time;
+#: 2. any run of 40 or more URL-safe characters: tokens are 43 (`secrets.token_urlsafe(32)`), and
+#:    nothing else ingest logs is that long unbroken (uuids are 32 hex digits);
+#: 3. a run of 16 or more cut short by `...`, as aiohttp quotes the first 100 bytes of an over-long
+#:    line: a token's tail must not survive the cut.
+_SECRET = re.compile(
+    r"(?i)(workflows(?:/|\\|%2f|%5c)(?>(?:[/.\\]|%2f|%2e|%5c)*))[^/?#\s\"'<>\\]{9,}"
+    r"|[a-z0-9_-]{40,}"
+    r"|[a-z0-9_-]{16,}(?=\.\.\.)"
+)
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 

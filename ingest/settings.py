@@ -164,9 +164,9 @@ class Settings(BaseSettings):
     max_body_bytes_in_flight: int = Field(
         default=16_777_216,
         ge=1024,
-        description="Bytes of request bodies each edge process holds at once (Content-Length, "
-        "or INGEST_MAX_BODY_BYTES for a chunked or compressed body until it is read); past it a "
-        "request is answered 503 with Retry-After before its body is read.",
+        description="Bytes of request bodies each edge process holds at once, counted as they "
+        "arrive (decoded) and held until the request is answered; past it a request whose next "
+        "bytes do not fit is answered 503 with Retry-After at once.",
     )
     fault_points: str = Field(
         "", description="Test-only crash points for the fault suite; leave empty in production."

@@ -14,10 +14,17 @@ from aiohttp import web
 
 from ingest import filters, openapi, store
 from ingest.app_keys import EDGE, METRICS, SETTINGS
-from ingest.bodies import accept_json_object, buffered_body, check_content_type, read_body
+from ingest.bodies import (
+    accept_json_object,
+    buffered_body,
+    check_content_encoding,
+    check_content_type,
+    read_body,
+)
 from ingest.errors import (
     BodyTimeout,
     BodyTooLarge,
+    ClientDisconnected,
     DefinitionError,
     Forbidden,
     IngestError,
@@ -27,6 +34,8 @@ from ingest.errors import (
     RateLimited,
     Unauthorized,
     Unavailable,
+    UnreadableBody,
+    UnsupportedContentEncoding,
     UnsupportedMediaType,
 )
 from ingest.logs import escape_undecodable, redact_path
@@ -65,6 +74,7 @@ def error_response(
 _STATUS_OF: list[tuple[type[IngestError], int, str]] = [
     (MalformedBody, 400, "malformed_body"),
     (BodyTooLarge, 413, "body_too_large"),
+    (UnsupportedContentEncoding, 415, "unsupported_content_encoding"),
     (UnsupportedMediaType, 415, "unsupported_media_type"),
     (NotFound, 404, "not_found"),
     (Forbidden, 403, "admin_api_disabled"),
@@ -72,7 +82,12 @@ _STATUS_OF: list[tuple[type[IngestError], int, str]] = [
     (BodyTimeout, 408, "request_timeout"),
     (filters.InvalidFilter, 400, "invalid_filter"),
     (DefinitionError, 422, "invalid_definition"),
+    # Nobody reads this answer; it is what the request counts as in metrics and the access log.
+    (ClientDisconnected, 400, "client_disconnected"),
 ]
+#: Errors after which the connection cannot carry another request: its body was not read to the
+#: end (and aiohttp's parser may have stopped in it). Their answers close the connection.
+_CLOSING = (UnreadableBody, BodyTimeout, ClientDisconnected)
 
 
 @web.middleware
@@ -135,7 +150,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except IngestError as exc:
         for kind, status, code in _STATUS_OF:
             if isinstance(exc, kind):
-                return error_response(status, code, str(exc))
+                return _request_error(exc, status, code)
         raise
     except web.HTTPNotFound:
         # Under the token prefix every miss looks alike, so guesses learn nothing from the body.
@@ -152,6 +167,16 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except Exception:
         log.exception("unhandled error in %s %s", request.method, redact_path(request.path))
         return error_response(500, "internal_error", "the server failed; the error is logged")
+    return response
+
+
+def _request_error(exc: IngestError, status: int, code: str) -> web.Response:
+    headers = None
+    if isinstance(exc, UnsupportedContentEncoding):
+        headers = {"Accept-Encoding": ", ".join(exc.accepted)}
+    response = error_response(status, code, str(exc), headers)
+    if isinstance(exc, _CLOSING):
+        response.force_close()
     return response
 
 
@@ -250,8 +275,10 @@ async def _submit(
 
 
 async def _read_within_deadline(request: web.Request) -> bytes:
-    """The body, read against a deadline so slow senders cannot hold a connection for ever."""
+    """The body, read against a deadline so slow senders cannot hold a connection for ever.
+    Every route that reads a body reads it here, so its Content-Encoding is checked here."""
     settings = request.app[SETTINGS]
+    check_content_encoding(request)
     body = buffered_body(request, settings.max_body_bytes)
     if body is not None:
         return body

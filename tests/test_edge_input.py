@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import json
+import zlib
 
 import pytest
+from multidict import CIMultiDict
 
 from tests.conftest import SEED_REQUEST
 
@@ -46,6 +50,57 @@ async def test_wrong_content_type_is_415(client, token):
     )
     assert response.status == 415
     assert "application/json" in (await response.json())["message"]
+
+
+@pytest.mark.parametrize(
+    ("codings", "compressed"),
+    [
+        (["foo"], False),
+        (["x-gzip"], True),
+        (["identity, gzip"], True),
+        (["gzip, identity"], True),
+        (["gzip, gzip"], True),
+        (["gzip", "gzip"], True),
+        (["identity", "gzip"], True),
+    ],
+)
+@pytest.mark.parametrize("route", ["task", "admin"])
+async def test_a_content_encoding_the_edge_does_not_decode_is_415(
+    client, token, codings, compressed, route
+):
+    """Never read as if it were plain: `foo` used to pass as is, `x-gzip` reached the JSON parser
+    still compressed (a 400 about UTF-8)."""
+    plain = json.dumps(SEED_REQUEST).encode()
+    headers = CIMultiDict(JSON)
+    for coding in codings:
+        headers.add("Content-Encoding", coding)
+    path = f"/api/v1/workflows/{token}/tasks"
+    if route == "admin":
+        path = "/api/v1/admin/workflows"
+        headers["Authorization"] = "Bearer admin-secret"
+    data = gzip.compress(plain) if compressed else plain
+    response = await client.post(path, data=data, headers=headers)
+    assert response.status == 415
+    assert response.headers["Accept-Encoding"] == "gzip, deflate"
+    body = await response.json()
+    assert body["error"] == "unsupported_content_encoding"
+    assert "gzip or deflate" in body["message"]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "GZIP", " Gzip ", "deflate", "identity", ""])
+async def test_the_codings_aiohttp_decodes_are_read(client, worker, token, coding):
+    plain = json.dumps(SEED_REQUEST).encode()
+    data = plain
+    if coding.strip().lower() == "gzip":
+        data = gzip.compress(plain)
+    elif coding == "deflate":
+        data = zlib.compress(plain)
+    response = await client.post(
+        f"/api/v1/workflows/{token}/tasks",
+        data=data,
+        headers={**JSON, "Content-Encoding": coding},
+    )
+    assert response.status in (200, 201), await response.text()
 
 
 async def test_body_over_the_limit_is_413(client, token, settings):
