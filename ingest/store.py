@@ -33,6 +33,11 @@ DATABASE_UNAVAILABLE = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.ReadOnlySQLTransactionError,
+    # Out of disk, memory or connections (class 53); shut down, restarting, idle-killed (57);
+    # I/O trouble of the server (58): the database's state, no request's fault.
+    asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.PostgresSystemError,
     # asyncpg's protocol state breaks this way when the server dies mid-operation.
     asyncpg.InternalClientError,
     OSError,

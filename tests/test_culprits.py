@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
+import pytest
 
 from ingest.messages import Operation, TaskRequest
 from worker.culprits import DEATHS_TO_CONVICT, commit_parts, find_culprits, verdict
@@ -69,26 +70,28 @@ def test_any_other_failure_is_dead_lettered_alone_with_its_own_500():
 
 
 def test_a_batch_is_committed_whole_until_a_worker_died_holding_a_message():
-    assert commit_parts([(3, 0), (2, 0)]) == [[0, 1, 2, 3, 4]]
+    assert commit_parts([(3, 0), (2, 0)], 10) == [[0, 1, 2, 3, 4]]
 
 
 def test_a_redelivered_message_is_cut_finer_at_every_delivery_keeping_its_order():
-    assert commit_parts([(8, 1)]) == [[0, 1], [2, 3], [4, 5], [6, 7]]
-    assert commit_parts([(8, 2)]) == [[n] for n in range(8)]
+    assert commit_parts([(8, 1)], 10) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert commit_parts([(8, 2)], 10) == [[n] for n in range(8)]
     # Messages around it keep their order and stay whole.
-    assert commit_parts([(2, 0), (4, 1), (1, 0)]) == [[0, 1], [2], [3], [4], [5], [6]]
+    assert commit_parts([(2, 0), (4, 1), (1, 0)], 10) == [[0, 1], [2], [3], [4], [5], [6]]
 
 
-def test_by_the_delivery_limit_the_killer_is_convicted_alone_wherever_it_sits():
+@pytest.mark.parametrize(("size", "limit"), [(256, 10), (1000, 10), (100, 6), (7, 4)])
+def test_by_the_delivery_limit_the_killer_is_convicted_alone_wherever_it_sits(size, limit):
     """Simulates the consumer: parts in order, each committed; a lone part is marked before it
-    runs and convicted once marked DEATHS_TO_CONVICT times; the killer kills the worker."""
-    for killer in range(256):
+    runs and convicted once DEATHS_TO_CONVICT other processes marked it; the killer kills the
+    worker. The broker delivers a message `limit` times at least."""
+    for killer in range(size):
         finished: set[int] = set()
         marks = 0
         convicted = False
-        for deaths in range(10):  # the default delivery limit
+        for deaths in range(limit):
             died = False
-            for part in commit_parts([(256, deaths)]):
+            for part in commit_parts([(size, deaths)], limit):
                 todo = [p for p in part if p not in finished]
                 if killer in todo and len(part) == 1 and deaths:
                     if marks >= DEATHS_TO_CONVICT:
@@ -102,4 +105,4 @@ def test_by_the_delivery_limit_the_killer_is_convicted_alone_wherever_it_sits():
             if not died:
                 break
         assert convicted, killer
-        assert finished == set(range(256)) - {killer}, killer
+        assert finished == set(range(size)) - {killer}, killer

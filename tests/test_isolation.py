@@ -18,6 +18,7 @@ from tests.conftest import (
     run_cli,
     wait_until,
 )
+from worker.culprits import forget_attempts, mark_attempt, request_key
 
 OTHER = {
     "name": "Other",
@@ -129,3 +130,15 @@ async def test_a_dead_lettered_message_keeps_only_its_unfinished_requests(
 
     await wait_until(replayed)
     assert await pool.fetchval("SELECT count(*) FROM tasks") == 3
+
+
+async def test_only_other_processes_marking_a_request_count_as_deaths(pool):
+    """A worker retrying its own apply after an outage marks again: that is no death."""
+    key = request_key(uuid.uuid4())
+    first, second = uuid.uuid4(), uuid.uuid4()
+    async with pool.acquire() as conn:
+        assert [await mark_attempt(conn, key, first) for _ in range(3)] == [0, 0, 0]
+        assert await mark_attempt(conn, key, second) == 1
+        assert await mark_attempt(conn, key, uuid.uuid4()) == 2
+        await forget_attempts(conn, [key])
+        assert await mark_attempt(conn, key, second) == 0

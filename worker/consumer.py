@@ -2,20 +2,21 @@
 
 Acknowledgement policy (the only place messages are acked, nacked or rejected):
 - every request of the batch has a final result committed → replies sent → ack
-  (`multiple=True` for the whole batch);
+  (`multiple=True` for a batch of fresh messages; one by one where redelivered ones are in it);
 - undecodable message → reject without requeue → dead-lettered (it can never succeed);
-- database or connection trouble (transient, no request's fault) → keep the messages and retry
-  with backoff in place, so an outage never spends the queue's delivery limit and never becomes
-  a 4xx;
+- database or connection trouble, and races lost again and again (no request's fault) → keep
+  the messages and retry with backoff in place, so an outage never spends the queue's delivery
+  limit and never becomes a 4xx;
 - anything else raised while applying is some request's fault: the requests that fail alone are
   found by bisection over dry runs (worker.culprits) and each gets its own final result (a 422
   for a value Postgres refuses; otherwise it is dead-lettered alone with its own 500); the rest
   of the batch commits on the next try;
 - a redelivered message (a worker may have died on it) is settled after the fresh ones, alone,
-  in ever smaller parts, so a request that kills the worker is caught (worker.culprits). A
-  message reaches the queue's delivery limit only when that fails (over 256 requests), or when
-  not even a verdict can be stored; its unfinished requests are then dead-lettered one letter
-  each.
+  in ever smaller parts, so a request that kills the worker is caught (worker.culprits);
+- stopping, or a lost channel → nack what is not settled; the broker redelivers it.
+A message reaches the queue's delivery limit only when a killer cannot be caught in time (a
+delivery limit under 4), or when not even a verdict can be stored; its unfinished requests are
+then dead-lettered one letter each.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import aio_pika
 import asyncpg
@@ -73,11 +75,11 @@ from worker.faults import FaultPoints
 from worker.upsert import BatchApplier, RetryBatch
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-TRANSIENT_ERRORS = DATABASE_UNAVAILABLE
-_RACES = (RetryBatch, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_RACES = (RetryBatch, asyncpg.TransactionRollbackError)
 #: Failures that are no request's fault: retried in place, batch and all.
-_RETRIED = (*TRANSIENT_ERRORS, *_RACES)
+_RETRIED = (*DATABASE_UNAVAILABLE, *_RACES)
 #: Seconds a worker waits for more messages once it received a redelivered one.
 _REDELIVERY_LINGER = 0.1
 _RETRIES_IN_PLACE = 5
@@ -102,6 +104,10 @@ class _RolledBack(Exception):
     """Raised to roll a dry run back."""
 
 
+class _Abandoned(Exception):
+    """Raised when the worker stops, or loses its channel, between two parts of a batch."""
+
+
 class Consumer:
     """Consumes task batches (and dead letters) until `stop()` is called."""
 
@@ -114,6 +120,8 @@ class Consumer:
         self._last_sample = 0.0
         self._pool = pool
         self._faults = FaultPoints(settings.fault_points)
+        #: This process, in the attempt marks it leaves (see worker.culprits).
+        self._owner = uuid.uuid4()
         self._applier = BatchApplier(settings.base_url)
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._stopping = asyncio.Event()
@@ -245,30 +253,32 @@ class Consumer:
             await self._nack_all(again)
             return
         marked = [(_attempt_key(d), d) for d in again]
-        try:
-            async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
-                died_on = await unfinished_attempts(conn, [key for key, _ in marked])
-        except _RETRIED:
-            died_on = {}
+        keys = [key for key, _ in marked]
+        nothing: dict[str, int] = {}
+        died_on = await self._optional_marks(lambda conn: unfinished_attempts(conn, keys), nothing)
         marked.sort(key=lambda pair: died_on.get(pair[0], 0))
         for index, (key, delivery) in enumerate(marked):
-            if not await self._settle_marked(delivery, key):
-                await self._nack_all([d for _, d in marked[index + 1 :]])
+            if self._stopping.is_set() or not await self._settle_marked(delivery, key):
+                await self._nack_all([d for _, d in marked[index:]])
                 return
 
     async def _settle_marked(self, delivery: _Delivery, key: str) -> bool:
         """Settle a redelivered message alone, marked as attempted while it is applied."""
-        try:
-            async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
-                await mark_attempt(conn, key)
-        except _RETRIED:
-            pass  # the mark only orders redeliveries; settling goes on (and retries) without it
+        await self._optional_marks(lambda conn: mark_attempt(conn, key, self._owner), 0)
         if not await self._settle([delivery], ack_each=True):
             return False
-        with contextlib.suppress(*_RETRIED):
-            async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
-                await forget_attempts(conn, [key])
+        await self._optional_marks(lambda conn: forget_attempts(conn, [key]), None)
         return True
+
+    async def _optional_marks(self, work: Callable[[Connection], Awaitable[T]], default: T) -> T:
+        """Read or write message marks, which only order redeliveries: when the database cannot
+        take them, settling goes on without (and retries its own work); `default` stands in."""
+        try:
+            async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
+                return await work(conn)
+        except Exception as exc:
+            log.warning("message attempt marks are unavailable (%r)", exc)
+            return default
 
     async def _settle(self, deliveries: list[_Delivery], ack_each: bool) -> bool:
         """Apply, reply, ack; False when the deliveries went back to the broker instead."""
@@ -313,10 +323,10 @@ class Consumer:
         return deliveries
 
     async def _apply_until_done(self, deliveries: list[_Delivery]) -> list[Result] | None:
-        """Final results of the batch (None: stopping). Failures that are no request's fault
-        (database or connection trouble, races lost again and again) are retried in place with
-        backoff, so an outage never spends the queue's delivery limit; failures a request causes
-        stay that request's own."""
+        """Final results of the batch (None: stopping, or the channel went away). Failures that
+        are no request's fault (database or connection trouble, races lost again and again) are
+        retried in place with backoff, so an outage never spends the queue's delivery limit;
+        failures a request causes stay that request's own."""
         requests = [request for d in deliveries for request in d.batch.requests]
         # Only a redelivery or an Idempotency-Key retry can find a result already stored.
         suspects: set[uuid.UUID] | None = {
@@ -332,14 +342,22 @@ class Consumer:
             for request in d.batch.requests
         }
         deaths = [(len(d.batch.requests), _earlier_deliveries(d.message)) for d in deliveries]
-        parts = commit_parts(deaths)
+        parts = commit_parts(deaths, self._settings.delivery_limit)
         redelivered = any(earlier for _, earlier in deaths)
+
+        def abandoned() -> bool:
+            return self._stopping.is_set() or not _live(deliveries[0].message)
+
         backoff = 0.1
         while True:
             try:
-                return await self._apply_in_parts(requests, parts, suspects, replayed, redelivered)
+                return await self._apply_in_parts(
+                    requests, parts, suspects, replayed, redelivered, abandoned
+                )
+            except _Abandoned:
+                return None
             except _RETRIED as exc:
-                if self._stopping.is_set() or not _live(deliveries[0].message):
+                if abandoned():
                     return None
                 log.warning("transient failure (%r); retrying in %.1fs", exc, backoff)
                 self.metrics.retries.labels("transient").inc()
@@ -355,13 +373,17 @@ class Consumer:
         suspects: set[uuid.UUID] | None,
         replayed: set[uuid.UUID],
         redelivered: bool,
+        abandoned: Callable[[], bool],
     ) -> list[Result]:
         """Results of the batch, each part (positions in `requests`) committed on its own; a
-        lone request of a redelivered message is marked as attempted first."""
+        lone request of a redelivered message is marked as attempted first. Between parts,
+        stopping or a lost channel abandons the rest (the broker redelivers it)."""
         if len(parts) == 1 and not redelivered:
             return await self._apply_isolating(requests, suspects, replayed)
         by_position: dict[int, Result] = {}
-        for part in parts:
+        for index, part in enumerate(parts):
+            if index and abandoned():
+                raise _Abandoned
             batch = [requests[i] for i in part]
             if len(batch) == 1 and redelivered:
                 results = [await self._apply_lone(batch[0], replayed)]
@@ -374,7 +396,7 @@ class Consumer:
         """A request of a redelivered message, alone: convicted without running when workers
         died applying it alone before (see worker.culprits)."""
         async with self._pool.acquire(timeout=self._settings.database_timeout) as conn:
-            deaths = await mark_attempt(conn, request_key(request.id))
+            deaths = await mark_attempt(conn, request_key(request.id), self._owner)
         if deaths >= DEATHS_TO_CONVICT:
             killed = WorkerKilled(f"a worker died {deaths} times applying this request alone")
             log.error("request %s: %s; it is dead-lettered", request.id.hex, killed)
@@ -410,7 +432,11 @@ class Consumer:
             self.metrics.retries.labels("isolate").inc()
             unsettled = [i for i in range(len(requests)) if i not in settled]
             dry_run = functools.partial(self._dry_run, requests, replayed)
-            found = await find_culprits(dry_run, unsettled, failure) if unsettled else {}
+            if len(unsettled) == 1:  # failing alone once could be chance: confirm it
+                alone = await dry_run(unsettled)
+                found = {} if alone is None else {unsettled[0]: alone}
+            else:
+                found = await find_culprits(dry_run, unsettled, failure) if unsettled else {}
             if not found:
                 return await self._commit_one_by_one(requests, settled, replayed)
             for position, culprit_failure in found.items():
@@ -498,7 +524,7 @@ class Consumer:
                 raise _RolledBack
         except _RolledBack:
             return None
-        except TRANSIENT_ERRORS:
+        except DATABASE_UNAVAILABLE:
             raise
         except _RACES:
             return None  # losing a race with another worker is no request's fault

@@ -10,7 +10,8 @@ its own (`verdict`), so the healthy requests of the batch commit after a single 
 A request may also kill the worker process: no exception to catch, no dry run survives it. Such
 a message comes back redelivered; `commit_parts` cuts it in ever smaller parts, each committed
 on its own, and a lone request is marked as attempted (`mark_attempt`) before it runs. A lone
-request found marked twice on a later delivery killed the worker: it gets its verdict unrun.
+request that other worker processes marked twice and never finished killed them: on its next
+delivery it gets its verdict without running.
 """
 
 from __future__ import annotations
@@ -55,14 +56,15 @@ async def find_culprits(
     return found
 
 
-def commit_parts(messages: list[tuple[int, int]]) -> list[list[int]]:
+def commit_parts(messages: list[tuple[int, int]], delivery_limit: int) -> list[list[int]]:
     """How to commit a batch of messages, given (requests, earlier deliveries) of each: whole,
     unless a message was delivered before (a worker may have died holding it). Such a message is
-    cut into 2 ** (earlier deliveries + 1) parts, in order, each committed on its own: the
-    requests before one that kills the worker commit, and from the 7th redelivery on a message of
-    up to 256 requests (the edge's default) is applied one request at a time, where
-    `mark_attempt` catches the killer. Parts are positions in the batch; requests keep their
-    order."""
+    cut into 2 ** (earlier deliveries + 1) parts, in order, each committed on its own, so the
+    requests before one that kills the worker commit; early enough before the delivery limit
+    for the killer to be convicted (`DEATHS_TO_CONVICT`), it is applied one request at a time,
+    where `mark_attempt` catches the killer. Parts are positions in the batch; requests keep
+    their order."""
+    last_chance = delivery_limit - DEATHS_TO_CONVICT - 1
     parts: list[list[int]] = [[]]
     start = 0
     for count, deaths in messages:
@@ -71,7 +73,8 @@ def commit_parts(messages: list[tuple[int, int]]) -> list[list[int]]:
         if deaths < 1:
             parts[-1].extend(positions)
             continue
-        size = -(-count // min(2 ** (deaths + 1), count))
+        pieces = count if deaths >= last_chance else min(2 ** (deaths + 1), count)
+        size = -(-count // pieces)
         parts.extend(positions[i : i + size] for i in range(0, count, size))
         parts.append([])
     return [part for part in parts if part]
@@ -92,16 +95,20 @@ def message_key(message_id: str) -> str:
     return f"message:{message_id}"
 
 
-async def mark_attempt(conn: Connection, key: str) -> int:
-    """Mark what is about to be applied (committed before it runs); returns how many earlier
-    attempts were marked and never finished: each one a worker that died applying it."""
-    attempts: int = await conn.fetchval(
-        "INSERT INTO attempts AS a (key) VALUES ($1)"
-        " ON CONFLICT (key) DO UPDATE SET attempts = a.attempts + 1"
-        " RETURNING attempts",
+async def mark_attempt(conn: Connection, key: str, owner: uuid.UUID) -> int:
+    """Mark what `owner` (one worker process) is about to apply, committed before it runs;
+    returns how many other processes marked it before and never finished: each one a worker
+    that died applying it. The same process marking again (a retry after an outage) is no
+    death."""
+    deaths: int = await conn.fetchval(
+        "INSERT INTO attempts AS a (key, owner) VALUES ($1, $2)"
+        " ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner,"
+        "   attempts = a.attempts + (a.owner <> EXCLUDED.owner)::int"
+        " RETURNING attempts - 1",
         key,
+        owner,
     )
-    return attempts - 1
+    return deaths
 
 
 async def unfinished_attempts(conn: Connection, keys: Collection[str]) -> dict[str, int]:

@@ -1,15 +1,17 @@
 """Applying a batch of task requests in one transaction (group commit).
 
 The order of work inside the transaction:
-1. skip requests whose result is already stored (a redelivery has no second effect);
+1. skip requests whose result is already stored (a redelivery has no second effect), except a
+   `dead` result of a request an operator replays;
 2. validate every payload with its workflow's compiled model;
 3. lock the existing tasks the batch names (`FOR UPDATE`, in id order);
 4. replay the requests in arrival order against an in-memory copy of those tasks, so several
    requests for one Unique ID inside a batch merge in order, each with its own outcome and body;
 5. write the final state once: new tasks, changed built-ins, changed and cleared values;
-6. insert every request's result.
-A concurrent create of the same Unique ID, a deadlock or a concurrent result write raises
-`RetryBatch`; the caller runs the batch again in a new transaction.
+6. insert every request's result, the verdicts of culprits (worker.culprits) included, and a dead
+   letter for each culprit whose verdict says so; then the caller's `before_commit`.
+A concurrent create of the same Unique ID or a concurrent result write raises `RetryBatch`, a
+deadlock asyncpg's own error; the caller runs the batch again in a new transaction.
 """
 
 from __future__ import annotations
