@@ -104,6 +104,10 @@ async def test_a_dead_lettered_message_keeps_only_its_unfinished_requests(
 
     await wait_until(applied_done)
     unfinished = [_request(sales, {**SEED_REQUEST, "Company ID": f"u{n}"}) for n in range(2)]
+    # Marks its attempts left (a worker died on it): they go with the message.
+    async with pool.acquire() as conn:
+        for request in unfinished:
+            await mark_attempt(conn, request_key(request.id), uuid.uuid4())
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
@@ -117,6 +121,11 @@ async def test_a_dead_lettered_message_keeps_only_its_unfinished_requests(
 
     letters = await wait_until(recorded)
     assert [list(letter["request_ids"]) for letter in letters] == [[r.id] for r in unfinished]
+
+    async def marks_gone():
+        return await pool.fetchval("SELECT count(*) FROM attempts") == 0
+
+    await wait_until(marks_gone)
     results = await _results(pool, [applied, *unfinished])
     assert results[applied.id]["http_status"] == 201
     assert {results[r.id]["outcome"] for r in unfinished} == {"dead"}

@@ -607,12 +607,23 @@ class Consumer:
             letters,
         )
         self.metrics.dead_letters.inc(len(letters))
+        keys = _attempt_keys_of(message)
+        await self._optional_marks(lambda conn: forget_attempts(conn, keys), None)
         with contextlib.suppress(Exception):
             await message.ack()
 
 
 def _attempt_key(delivery: _Delivery) -> str:
     return message_key(delivery.message.message_id or delivery.batch.requests[0].id.hex)
+
+
+def _attempt_keys_of(message: AbstractIncomingMessage) -> list[str]:
+    """Every attempt mark a dead-lettered message may have left: its own and its requests'."""
+    try:
+        batch = TaskBatch.decode(message.body)
+    except DecodeError:
+        return [message_key(message.message_id)] if message.message_id else []
+    return [_attempt_key(_Delivery(message, batch)), *(request_key(r.id) for r in batch.requests)]
 
 
 def _earlier_deliveries(message: AbstractIncomingMessage) -> int:
