@@ -258,8 +258,11 @@ class Consumer:
         died_on = await self._optional_marks(lambda conn: unfinished_attempts(conn, keys), nothing)
         marked.sort(key=lambda pair: died_on.get(pair[0], 0))
         for index, (key, delivery) in enumerate(marked):
-            if self._stopping.is_set() or not await self._settle_marked(delivery, key):
+            if self._stopping.is_set():
                 await self._nack_all([d for _, d in marked[index:]])
+                return
+            if not await self._settle_marked(delivery, key):  # it went back to the broker
+                await self._nack_all([d for _, d in marked[index + 1 :]])
                 return
 
     async def _settle_marked(self, delivery: _Delivery, key: str) -> bool:
