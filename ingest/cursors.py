@@ -14,20 +14,18 @@ cursor can never be confused with a signed status-URL id made from the same secr
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import os
 
 import orjson
 
+from ingest import opaque
+
 _NONCE_BYTES = 12
 _ID_BYTES = 8
 _TAG_BYTES = 12
 _RAW_BYTES = _NONCE_BYTES + _ID_BYTES + _TAG_BYTES
-#: base64url of 32 bytes, without padding.
-_TEXT_LENGTH = 43
 
 
 def _derive(secret: bytes, label: bytes) -> bytes:
@@ -41,10 +39,6 @@ def query_digest(filters: list[tuple[str, str]]) -> bytes:
     sent, so `300` and `300.0` are different queries even where they match the same tasks.
     """
     return hashlib.sha256(orjson.dumps(sorted(filters))).digest()
-
-
-def _b64encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 class Cursors:
@@ -71,20 +65,13 @@ class Cursors:
         binding = self._binding(workflow_id, digest)
         nonce = os.urandom(_NONCE_BYTES)
         masked = (task_id ^ self._keystream(nonce, binding)).to_bytes(_ID_BYTES, "big")
-        return _b64encode(nonce + masked + self._tag(nonce, masked, binding))
+        return opaque.encode(nonce + masked + self._tag(nonce, masked, binding))
 
     def unseal(self, cursor: str, workflow_id: int, digest: bytes) -> int | None:
         """The task id sealed in `cursor`, or None when this service did not hand it out for this
         workflow and query (altered, forged, or from another workflow or filter)."""
-        if len(cursor) != _TEXT_LENGTH or not cursor.isascii():
-            return None
-        try:
-            raw = base64.urlsafe_b64decode(cursor + "=")
-        except (binascii.Error, ValueError):
-            return None
-        # b64decode skips foreign characters and ignores the last character's spare bits: only
-        # the one canonical spelling of the bytes counts, so every altered character is refused.
-        if len(raw) != _RAW_BYTES or _b64encode(raw) != cursor:
+        raw = opaque.decode(cursor, _RAW_BYTES)
+        if raw is None:
             return None
         nonce, masked, tag = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:-_TAG_BYTES], raw[-_TAG_BYTES:]
         binding = self._binding(workflow_id, digest)

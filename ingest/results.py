@@ -8,8 +8,6 @@ an id it never issued, without a database write per request.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import uuid
@@ -20,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from ingest import opaque
 from ingest.messages import TaskRequest
 from ingest.store import Connection, Pool
 from ingest.workflows import STAGE, TASK_URL
@@ -81,24 +80,17 @@ class RequestIds:
         return hmac.new(self._key, message, hashlib.sha256).digest()[:_MAC_BYTES]
 
     def public(self, request_id: uuid.UUID, workflow_id: int) -> str:
-        return _encoded(request_id.bytes + self._mac(request_id, workflow_id))
+        return opaque.encode(request_id.bytes + self._mac(request_id, workflow_id))
 
     def parse(self, public_id: str, workflow_id: int) -> uuid.UUID | None:
         """The request's UUID, or None when the id was not issued for this workflow."""
-        try:
-            raw = base64.urlsafe_b64decode(public_id + "=" * (-len(public_id) % 4))
-        except (binascii.Error, ValueError):
+        raw = opaque.decode(public_id, 16 + _MAC_BYTES)
+        if raw is None:
             return None
-        if len(raw) != 16 + _MAC_BYTES or _encoded(raw) != public_id:
-            return None  # one spelling per id: no padding, no other alphabet
         request_id = uuid.UUID(bytes=raw[:16])
         if not hmac.compare_digest(raw[16:], self._mac(request_id, workflow_id)):
             return None
         return request_id
-
-
-def _encoded(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def status_document(public_id: str, result: Result | None) -> dict[str, Any]:
