@@ -13,7 +13,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -69,25 +69,14 @@ def escape_undecodable(text: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def _redacted(value: Any) -> Any:
-    """A log field with its text redacted, containers walked."""
+def _each_text(value: Any, change: Callable[[str], str]) -> Any:
+    """A log field with `change` applied to its text, containers walked."""
     if isinstance(value, str):
-        return redact(value)
+        return change(value)
     if isinstance(value, dict):
-        return {str(key): _redacted(item) for key, item in value.items()}
+        return {str(key): _each_text(item, change) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_redacted(item) for item in value]
-    return value
-
-
-def _escaped(value: Any) -> Any:
-    """A log field with undecodable text escaped, containers walked."""
-    if isinstance(value, str):
-        return escape_undecodable(value)
-    if isinstance(value, dict):
-        return {key: _escaped(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_escaped(item) for item in value]
+        return [_each_text(item, change) for item in value]
     return value
 
 
@@ -108,15 +97,19 @@ class JsonFormatter(logging.Formatter):
             try:
                 return orjson.dumps(entry, default=_as_text).decode()
             except orjson.JSONEncodeError:  # lone surrogates: bytes that were not UTF-8
-                return orjson.dumps(_escaped(entry), default=_as_text).decode()
+                return orjson.dumps(
+                    _each_text(entry, escape_undecodable), default=_as_text
+                ).decode()
         except Exception as exc:
-            return orjson.dumps(_escaped(self._fallback(record, exc))).decode()
+            return orjson.dumps(
+                _each_text(self._fallback(record, exc), escape_undecodable)
+            ).decode()
 
     def _entry(self, record: logging.LogRecord) -> dict[str, Any]:
         entry = self._head(record, redact(record.getMessage()))
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = _redacted(value)
+                entry[key] = _each_text(value, redact)
         if record.exc_info:
             entry["exc"] = redact(self.formatException(record.exc_info))
         return entry

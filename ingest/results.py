@@ -21,6 +21,7 @@ import orjson
 from ingest import opaque
 from ingest.messages import TaskRequest
 from ingest.store import Connection, Pool
+from ingest.tasks import fits_utf8
 from ingest.workflows import STAGE, TASK_URL
 
 _MAC_BYTES = 10
@@ -177,9 +178,9 @@ def _is_note(body: Any) -> bool:
 def storable_body(body: str) -> str:
     """`body`, or when it is over MAX_STORED_BODY_BYTES a short JSON note saying so, with the
     task's `Task URL` when the body is a task (its status and outcome are kept as they were)."""
-    size = len(body) if len(body) * 4 <= MAX_STORED_BODY_BYTES else len(body.encode())
-    if size <= MAX_STORED_BODY_BYTES:
+    if fits_utf8(body, MAX_STORED_BODY_BYTES):
         return body
+    size = len(body.encode("utf-8", "surrogatepass"))
     note: dict[str, Any] = {
         "error": _TOO_LARGE,
         "message": (

@@ -96,9 +96,13 @@ def read_number(text: str) -> Decimal | None:
 
 def key_fits(key: str) -> bool:
     """True when a Unique ID's canonical text fits the task index."""
-    return (
-        len(key) * 4 <= MAX_KEY_BYTES or len(key.encode("utf-8", "surrogatepass")) <= MAX_KEY_BYTES
-    )
+    return fits_utf8(key, MAX_KEY_BYTES)
+
+
+def fits_utf8(text: str, most: int) -> bool:
+    """True when `text` takes at most `most` bytes as UTF-8; encoded only when it might not (a
+    character takes 4 bytes at most)."""
+    return len(text) * 4 <= most or len(text.encode("utf-8", "surrogatepass")) <= most
 
 
 #: Enough precision to normalize any number within the bounds without rounding.
