@@ -2,21 +2,21 @@
 
 A filter names a field, `Stage` or `Assigned To`; an empty value matches tasks where it is unset
 (`?Assigned%20To=` lists unassigned tasks). Several filters must all hold. Values are compared
-as the field's type: numbers numerically, dates as dates, checkboxes as true/false.
+as the field's type (`ingest.fields`: numbers numerically, dates as dates, checkboxes as
+true/false), each filter one jsonb containment the `tasks_fields` GIN index answers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from decimal import InvalidOperation
 from typing import Any
 
 from ingest.cursors import Cursors, query_digest
 from ingest.errors import RequestError
-from ingest.store import Connection, Pool, load_values, task_from_row, value_column
-from ingest.tasks import TaskRecord, read_number
-from ingest.workflows import ASSIGNED_TO, CURSOR, LIMIT, STAGE, FieldSpec, FieldType, Workflow
+from ingest.fields import Stored, filter_document, kind_of
+from ingest.store import TASK_COLUMNS, Connection, Pool, task_from_row
+from ingest.tasks import TaskRecord
+from ingest.workflows import ASSIGNED_TO, CURSOR, LIMIT, STAGE, FieldSpec, Workflow
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -32,27 +32,11 @@ class Page:
     next_cursor: str | None
 
 
-def _typed(spec: FieldSpec, text: str) -> Any:
+def _stored(spec: FieldSpec, text: str) -> Stored:
     try:
-        if spec.type in (FieldType.NUMBER, FieldType.CURRENCY):
-            number = read_number(text)  # beyond the bounds no stored number can match
-            if number is None:
-                raise InvalidOperation
-            return number
-        if spec.type is FieldType.DATE:
-            return date.fromisoformat(text)
-        if spec.type is FieldType.DATETIME:
-            moment = datetime.fromisoformat(text)
-            if moment.tzinfo is not None:
-                moment.astimezone(UTC)  # raises OverflowError when it does not exist in UTC
-            return moment
-        if spec.type is FieldType.CHECKBOX:
-            if text.lower() not in ("true", "false"):
-                raise ValueError(text)
-            return text.lower() == "true"
-    except (InvalidOperation, ValueError, OverflowError):
+        return kind_of(spec.type).query(text)
+    except ValueError:
         raise InvalidFilter(f"{text!r} is not a valid {spec.type} for {spec.name!r}") from None
-    return text
 
 
 class _Query:
@@ -73,19 +57,12 @@ class _Query:
             self.conditions.append(f"t.{column} = {self.param(text)}")
 
     def field(self, spec: FieldSpec, text: str) -> None:
-        has_value = f"v.task_id = t.id AND v.field_id = {self.param(spec.id)}"
         if text == "":
-            self.conditions.append(f"NOT EXISTS (SELECT 1 FROM task_values v WHERE {has_value})")
+            self.conditions.append(f"NOT t.fields ? {self.param(str(spec.id))}")
             return
-        column = value_column(spec.type)
-        value = _typed(spec, text)
-        if spec.type is FieldType.MULTIPLE_SELECT:
-            match = f"{self.param(value)} = ANY(v.{column})"
-        else:
-            match = f"v.{column} = {self.param(value)}"
-        self.conditions.append(
-            f"EXISTS (SELECT 1 FROM task_values v WHERE {has_value} AND {match})"
-        )
+        document = filter_document(spec.id, kind_of(spec.type), _stored(spec, text))
+        # Sent as text: the connection's jsonb codec would encode it as a JSON string.
+        self.conditions.append(f"t.fields @> {self.param(document)}::text::jsonb")
 
 
 def _after(cursors: Cursors, cursor: str, workflow: Workflow, digest: bytes) -> int:
@@ -105,10 +82,18 @@ def _limit(text: str | None) -> int:
     return int(text)
 
 
-async def list_tasks(
-    conn: Pool | Connection, workflow: Workflow, query: list[tuple[str, str]], cursors: Cursors
-) -> Page:
-    """One page of the workflow's tasks matching every filter in `query`, oldest first.
+@dataclass(frozen=True, slots=True)
+class PageQuery:
+    """The SQL of one page of a task list, with its parameters."""
+
+    sql: str
+    params: list[Any]
+    limit: int
+    digest: bytes
+
+
+def page_query(workflow: Workflow, query: list[tuple[str, str]], cursors: Cursors) -> PageQuery:
+    """The query of one page of the workflow's tasks matching every filter in `query`.
 
     Cursors are bound to the filters but not to `limit`: the page after a task is the same
     whatever the page size, so a client may change it while paging.
@@ -131,14 +116,21 @@ async def list_tasks(
             sql.conditions.append(f"t.id > {sql.param(_after(cursors, text, workflow, digest))}")
         elif name != LIMIT:
             raise InvalidFilter(f"{name!r} is not a field of this workflow")
-    rows = await conn.fetch(
-        "SELECT t.id, t.public_id, t.unique_key, t.stage, t.assigned_to FROM tasks t"
-        f" WHERE {' AND '.join(sql.conditions)} ORDER BY t.id LIMIT {limit + 1}",
-        *sql.params,
+    text = (
+        f"SELECT {TASK_COLUMNS} FROM tasks t"
+        f" WHERE {' AND '.join(sql.conditions)} ORDER BY t.id LIMIT {limit + 1}"
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    values = await load_values(conn, [row["id"] for row in rows]) if rows else {}
-    tasks = [task_from_row(row, values.get(row["id"], {})) for row in rows]
-    next_cursor = cursors.seal(rows[-1]["id"], workflow.id, digest) if more else None
+    return PageQuery(text, sql.params, limit, digest)
+
+
+async def list_tasks(
+    conn: Pool | Connection, workflow: Workflow, query: list[tuple[str, str]], cursors: Cursors
+) -> Page:
+    """One page of the workflow's tasks matching every filter in `query`, oldest first."""
+    page = page_query(workflow, query, cursors)
+    rows = await conn.fetch(page.sql, *page.params)
+    more = len(rows) > page.limit
+    rows = rows[: page.limit]
+    tasks = [task_from_row(row) for row in rows]
+    next_cursor = cursors.seal(rows[-1]["id"], workflow.id, page.digest) if more else None
     return Page(tasks, next_cursor)

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from ingest.errors import DecodeError, MalformedBody
-from ingest.tasks import MAX_NUMBER_DIGITS, read_number
+from ingest.fields import MAX_NUMBER_DIGITS, read_number
 
 WIRE_VERSION = 1
 CONTENT_TYPE = "application/json"

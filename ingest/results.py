@@ -19,9 +19,9 @@ from typing import Any
 import orjson
 
 from ingest import opaque
+from ingest.fields import fits_utf8
 from ingest.messages import TaskRequest
 from ingest.store import Connection, Pool
-from ingest.tasks import fits_utf8
 from ingest.workflows import STAGE, TASK_URL
 
 _MAC_BYTES = 10

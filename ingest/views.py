@@ -38,14 +38,15 @@ from ingest.errors import (
     UnsupportedContentEncoding,
     UnsupportedMediaType,
 )
+from ingest.fields import unique_key_from_text
 from ingest.logs import escape_undecodable, redact_path
 from ingest.messages import Operation, TaskRequest, idempotent_request_id, parse_payload
 from ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ingest.metrics import exposition
 from ingest.preferences import parse_prefer
 from ingest.results import Result, fetch_result, status_document
-from ingest.tasks import canonical_number, key_fits, read_number, render
-from ingest.workflows import CURSOR, FieldType, Workflow, WorkflowDefinition, example, import_url
+from ingest.tasks import render
+from ingest.workflows import CURSOR, Workflow, WorkflowDefinition, example, import_url
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("ingest.access")
@@ -376,15 +377,10 @@ async def get_task(request: web.Request) -> web.Response:
 
 def _canonical_key(workflow: Workflow, value: str) -> str:
     """The stored form of a Unique ID given in a URL; a value no task can have raises NotFound."""
-    if "\x00" in value or not key_fits(value):
+    key = unique_key_from_text(workflow.unique_field, value)
+    if key is None:
         raise NotFound("no task has this id")
-    unique = workflow.unique_field
-    if unique is not None and unique.type is FieldType.NUMBER:
-        number = read_number(value)
-        if number is None:
-            raise NotFound("no task has this id")
-        return canonical_number(number)
-    return value
+    return key
 
 
 def _path_id(request: web.Request, name: str) -> str:

@@ -10,11 +10,9 @@ import hashlib
 import secrets
 import shlex
 from collections.abc import Callable, Iterable
-from enum import StrEnum
 from typing import Any, Self
 
 import orjson
-from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,6 +23,13 @@ from pydantic import (
 )
 
 from ingest.errors import DefinitionError
+from ingest.fields import (
+    OPTION_TYPES,
+    UNIQUE_ID_TYPES,
+    FieldType,
+    is_email,
+    kind_of,
+)
 
 #: Field ids are small integers (they key typed values in Postgres' integer column). A new
 #: definition's ids, numbered ones included, go up to MAX_FIELD_ID.
@@ -42,7 +47,6 @@ MAX_STAGES = 100
 #: Stages are indexed with their workflow (`tasks_workflow_stage`): short keeps the index healthy.
 MAX_STAGE_CHARS = 200
 MAX_MEMBERS = 1000
-MAX_EMAIL_CHARS = 320
 #: The validation context of a definition being created (rather than read back).
 _NEW = {"new": True}
 STAGE = "Stage"
@@ -53,40 +57,6 @@ BUILT_IN_FIELDS = (STAGE, ASSIGNED_TO, TASK_URL)
 LIMIT = "limit"
 CURSOR = "cursor"
 PAGING = frozenset({LIMIT, CURSOR})
-
-
-class FieldType(StrEnum):
-    """Flowdash's field types."""
-
-    TEXT = "text"
-    LONG_TEXT = "longText"
-    NUMBER = "number"
-    CURRENCY = "currency"
-    DATE = "date"
-    DATETIME = "datetime"
-    CHECKBOX = "checkbox"
-    SINGLE_SELECT = "singleSelect"
-    MULTIPLE_SELECT = "multipleSelect"
-    EMAIL = "email"
-    URL = "url"
-    PHONE = "phone"
-    PERSON = "person"
-
-
-SELECT_TYPES = frozenset({FieldType.SINGLE_SELECT, FieldType.MULTIPLE_SELECT})
-#: Types whose value can identify a task: one scalar that compares exactly.
-UNIQUE_ID_TYPES = frozenset(
-    {
-        FieldType.TEXT,
-        FieldType.NUMBER,
-        FieldType.EMAIL,
-        FieldType.URL,
-        FieldType.PHONE,
-        FieldType.SINGLE_SELECT,
-        FieldType.PERSON,
-        FieldType.DATE,
-    }
-)
 
 
 class FieldSpec(BaseModel):
@@ -157,9 +127,9 @@ def _consistency_problems(definition: WorkflowDefinition) -> list[str]:
         elif spec.name in seen:
             problems.append(f"field name {spec.name!r} is used more than once")
         seen.add(spec.name)
-        if spec.type in SELECT_TYPES and not spec.options:
+        if spec.type in OPTION_TYPES and not spec.options:
             problems.append(f"field {spec.name!r} of type {spec.type} needs a non-empty 'options'")
-        if spec.type not in SELECT_TYPES and spec.options:
+        if spec.type not in OPTION_TYPES and spec.options:
             problems.append(f"field {spec.name!r} of type {spec.type} takes no 'options'")
         if len(set(spec.options)) != len(spec.options):
             problems.append(f"field {spec.name!r} lists an option more than once")
@@ -268,17 +238,6 @@ def _describe(error: Any) -> str:
     return f"{where}: {message}" if where else message
 
 
-def is_email(value: str) -> bool:
-    """An e-mail address by its syntax alone (email-validator, as pydantic's EmailStr; no DNS)."""
-    if len(value) > MAX_EMAIL_CHARS:
-        return False
-    try:
-        validate_email(value, check_deliverability=False)
-    except EmailNotValidError:
-        return False
-    return True
-
-
 class Workflow(BaseModel):
     """A stored workflow: a definition with its ids and version."""
 
@@ -335,39 +294,13 @@ def example_payload(definition: WorkflowDefinition) -> dict[str, Any]:
     """A sample task that passes validation, as the Flowdash import modal shows one."""
     payload: dict[str, Any] = {}
     for spec in definition.fields:
-        sample = _sample_value(spec, definition.members)
+        sample = kind_of(spec.type).sample(spec, definition.members)
         if sample is not None:
             payload[spec.name] = sample
     payload[STAGE] = definition.stages[0]
     if definition.members:
         payload[ASSIGNED_TO] = definition.members[0]
     return payload
-
-
-_SAMPLES: dict[FieldType, Any] = {
-    FieldType.TEXT: "Example text",
-    FieldType.LONG_TEXT: "A longer description of the task.",
-    FieldType.NUMBER: 10,
-    FieldType.CURRENCY: 10000,
-    FieldType.DATE: "2020-01-31",
-    FieldType.DATETIME: "2020-01-31T09:30:00Z",
-    FieldType.CHECKBOX: False,
-    FieldType.EMAIL: "someone@example.com",
-    FieldType.URL: "https://example.com",
-    FieldType.PHONE: "+1 555 0100",
-}
-
-
-def _sample_value(spec: FieldSpec, members: tuple[str, ...]) -> Any:
-    if spec.type is FieldType.SINGLE_SELECT:
-        return spec.options[0]
-    if spec.type is FieldType.MULTIPLE_SELECT:
-        return [spec.options[0]]
-    if spec.type is FieldType.PERSON:
-        return members[0] if members else None
-    if spec.type is FieldType.TEXT and spec.name == "Company ID":
-        return "42"
-    return _SAMPLES[spec.type]
 
 
 def example_curl(url: str, payload: dict[str, Any]) -> str:

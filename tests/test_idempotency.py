@@ -29,7 +29,7 @@ async def test_same_key_with_a_different_body_is_422(client, worker, make_workfl
     response = await client.post(tasks_url(token), json=other, headers=headers)
     assert response.status == 422
     assert (await response.json())["error"] == "idempotency_key_reused"
-    name = await pool.fetchval("SELECT text_value FROM task_values WHERE field_id = 2")
+    name = await pool.fetchval("SELECT fields->>'2' FROM tasks")
     assert name == "Acme Corp"
 
 
@@ -90,5 +90,5 @@ async def test_concurrent_requests_reusing_a_key_with_other_bodies_get_their_own
         for status, body in answers
         if status != 201
     )
-    stored = await pool.fetchval("SELECT text_value FROM task_values WHERE field_id = 2")
+    stored = await pool.fetchval("SELECT fields->>'2' FROM tasks")
     assert winners[0]["Company Name"] == stored

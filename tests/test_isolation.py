@@ -63,8 +63,8 @@ async def test_poison_requests_get_their_own_answers_and_their_neighbours_commit
     other, _ = await make_workflow(OTHER)
     # A value Postgres refuses, whatever validation let through (here: a check constraint).
     await pool.execute(
-        "ALTER TABLE task_values ADD CONSTRAINT refuses_evil"
-        " CHECK (text_value IS NULL OR text_value <> 'EVIL')"
+        "ALTER TABLE tasks ADD CONSTRAINT refuses_evil"
+        " CHECK (position('\"EVIL\"' in fields::text) = 0)"
     )
     healthy = [
         _request(sales, {**SEED_REQUEST, "Company ID": f"h{n}", "Company Name": f"Co {n}"})

@@ -14,34 +14,34 @@ import pytest
 from pydantic_core import PydanticCustomError
 
 from ingest.errors import DefinitionError, MalformedBody
-from ingest.messages import OutOfRangeNumber, parse_payload
-from ingest.results import MAX_STORED_BODY_BYTES, storable_body
-from ingest.tasks import (
+from ingest.fields import (
+    INVALID,
     MAX_KEY_BYTES,
     MAX_NUMBER_DIGITS,
     MAX_NUMBER_EXPONENT,
+    NOT_A_NUMBER,
     canonical_number,
+    is_email,
     key_fits,
     read_number,
+    to_datetime,
+    to_email,
+    to_number,
+    to_phone,
+    to_url,
 )
+from ingest.messages import OutOfRangeNumber, parse_payload
+from ingest.results import MAX_STORED_BODY_BYTES, storable_body
 from ingest.workflows import (
     MAX_FIELD_ID,
     MAX_OPTION_CHARS,
     MAX_STAGE_CHARS,
     Workflow,
     WorkflowDefinition,
-    is_email,
 )
 from worker.validation import (
-    INVALID,
     NOT_A_FIELD,
-    NOT_A_NUMBER,
     TaskValidator,
-    to_datetime,
-    to_email,
-    to_number,
-    to_phone,
-    to_url,
 )
 
 OUT_OF_RANGE_LITERALS = [

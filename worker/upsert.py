@@ -7,7 +7,8 @@ The order of work inside the transaction:
 3. lock the existing tasks the batch names (`FOR UPDATE`, in id order);
 4. replay the requests in arrival order against an in-memory copy of those tasks, so several
    requests for one Unique ID inside a batch merge in order, each with its own outcome and body;
-5. write the final state once: new tasks, changed built-ins, changed and cleared values;
+5. write the final state once: one statement inserts the new tasks, one rewrites the changed ones
+   (values included: a task is one row);
 6. insert every request's result, the verdicts of culprits (worker.culprits) included, and a dead
    letter for each culprit whose verdict says so; then the caller's `before_commit`.
 A concurrent create of the same Unique ID or a concurrent result write raises `RetryBatch`, a
@@ -30,18 +31,18 @@ import orjson
 from ingest import deadletters
 from ingest.deadletters import DEAD_OUTCOME
 from ingest.errors import IngestError, MalformedBody
+from ingest.fields import encode_values, unique_key
 from ingest.messages import Operation, TaskRequest, parse_payload
 from ingest.results import Result, insert_results, result_of, stored_results
-from ingest.store import VALUE_COLUMNS, Connection, lock_tasks, value_column, workflow_by_id
+from ingest.store import Connection, lock_tasks, workflow_by_id
 from ingest.tasks import Outcome, TaskRecord, Value, new_task_public_id, render
-from ingest.workflows import FieldType, Workflow
+from ingest.workflows import Workflow
 from worker.culprits import Verdict
 from worker.validation import (
     BLANK,
     ParsedTask,
     TaskValidator,
     ValidatorCache,
-    canonical_key,
     is_blank,
 )
 
@@ -271,6 +272,7 @@ class BatchApplier:
     async def _write(
         self, conn: Connection, workflow: Workflow, tasks: dict[str, _TaskState]
     ) -> None:
+        """Two statements whatever the batch holds: the new tasks, then the changed ones."""
         await _insert_new_tasks(conn, workflow, [s for s in tasks.values() if s.is_new])
         await _update_changed(
             conn,
@@ -280,7 +282,6 @@ class BatchApplier:
                 if not s.is_new and (s.builtins_changed or s.changed_fields)
             ],
         )
-        await _write_values(conn, workflow, tasks.values())
 
 
 def _with_task_id(result: Result, task_id: int | None) -> Result:
@@ -304,7 +305,7 @@ def _key_of(
         return None
     if parsed is not None and not parsed.errors:
         value = parsed.values.get(unique.id)
-        return None if is_blank(value) else canonical_key(value)
+        return None if value is None or is_blank(value) else unique_key(value)
     # Other fields failed validation, so the parse kept no values: check the Unique ID alone.
     return validator.unique_key(payload)
 
@@ -394,10 +395,10 @@ async def _insert_new_tasks(conn: Connection, workflow: Workflow, states: list[_
         return
     states.sort(key=lambda s: s.record.unique_key)  # one lock order for every worker
     rows = await conn.fetch(
-        "INSERT INTO tasks (workflow_id, public_id, unique_key, stage, assigned_to)"
-        " SELECT $1, t.public_id, t.unique_key, t.stage, t.assigned_to"
-        " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])"
-        "   AS t(public_id, unique_key, stage, assigned_to)"
+        "INSERT INTO tasks (workflow_id, public_id, unique_key, stage, assigned_to, fields)"
+        " SELECT $1, t.public_id, t.unique_key, t.stage, t.assigned_to, t.fields::jsonb"
+        " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"
+        "   AS t(public_id, unique_key, stage, assigned_to, fields)"
         " ON CONFLICT (workflow_id, unique_key) DO NOTHING"
         " RETURNING id, unique_key",
         workflow.id,
@@ -405,6 +406,7 @@ async def _insert_new_tasks(conn: Connection, workflow: Workflow, states: list[_
         [s.record.unique_key for s in states],
         [s.record.stage for s in states],
         [s.record.assigned_to for s in states],
+        [encode_values(s.record.values) for s in states],
     )
     if len(rows) != len(states):
         raise RetryBatch("another transaction created a task with the same Unique ID")
@@ -414,90 +416,17 @@ async def _insert_new_tasks(conn: Connection, workflow: Workflow, states: list[_
 
 
 async def _update_changed(conn: Connection, records: list[TaskRecord]) -> None:
+    """Write each changed task's whole row: it is locked, and the batch holds its final state."""
     if not records:
         return
     await conn.execute(
-        "UPDATE tasks SET stage = u.stage, assigned_to = u.assigned_to, updated_at = now()"
-        " FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, stage, assigned_to)"
+        "UPDATE tasks SET stage = u.stage, assigned_to = u.assigned_to, fields = u.fields::jsonb,"
+        " updated_at = now()"
+        " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])"
+        "   AS u(id, stage, assigned_to, fields)"
         " WHERE tasks.id = u.id",
         [r.id for r in records],
         [r.stage for r in records],
         [r.assigned_to for r in records],
+        [encode_values(r.values) for r in records],
     )
-
-
-_VALUE_UPSERT = (
-    "INSERT INTO task_values (task_id, field_id, number_value, text_value, date_value,"
-    " datetime_value, boolean_value, list_value)"
-    " SELECT v.task_id, v.field_id, v.num, v.txt, v.day, v.at, v.flag,"
-    "   CASE WHEN v.items IS NULL THEN NULL"
-    "        ELSE ARRAY(SELECT jsonb_array_elements_text(v.items::jsonb)) END"
-    " FROM unnest($1::bigint[], $2::int[], $3::numeric[], $4::text[], $5::date[],"
-    "             $6::timestamptz[], $7::bool[], $8::text[])"
-    "   AS v(task_id, field_id, num, txt, day, at, flag, items)"
-    " ON CONFLICT (task_id, field_id) DO UPDATE SET"
-    "   number_value = EXCLUDED.number_value, text_value = EXCLUDED.text_value,"
-    "   date_value = EXCLUDED.date_value, datetime_value = EXCLUDED.datetime_value,"
-    "   boolean_value = EXCLUDED.boolean_value, list_value = EXCLUDED.list_value"
-)
-
-
-async def _write_values(conn: Connection, workflow: Workflow, states: Any) -> None:
-    """Write changed values: COPY for new tasks (nothing to conflict with), upsert for the rest."""
-    types = {spec.id: spec.type for spec in workflow.definition.fields}
-    fresh: list[tuple[Any, ...]] = []
-    columns: dict[str, list[Any]] = defaultdict(list)
-    cleared_tasks: list[int] = []
-    cleared_fields: list[int] = []
-    for state in states:
-        for field_id in sorted(state.changed_fields):
-            value = state.record.values.get(field_id)
-            if value is None:
-                cleared_tasks.append(state.record.id)
-                cleared_fields.append(field_id)
-            elif state.is_new:
-                fresh.append(_value_record(state.record.id, field_id, types[field_id], value))
-            else:
-                _add_value_row(columns, state.record.id, field_id, types[field_id], value)
-    if fresh:
-        await conn.copy_records_to_table(
-            "task_values", records=fresh, columns=["task_id", "field_id", *VALUE_COLUMNS]
-        )
-    if columns:
-        await conn.execute(
-            _VALUE_UPSERT,
-            columns["task_id"],
-            columns["field_id"],
-            columns["number_value"],
-            columns["text_value"],
-            columns["date_value"],
-            columns["datetime_value"],
-            columns["boolean_value"],
-            columns["list_value"],
-        )
-    if cleared_tasks:
-        await conn.execute(
-            "DELETE FROM task_values USING unnest($1::bigint[], $2::int[]) AS c(task_id, field_id)"
-            " WHERE task_values.task_id = c.task_id AND task_values.field_id = c.field_id",
-            cleared_tasks,
-            cleared_fields,
-        )
-
-
-def _value_record(
-    task_id: int | None, field_id: int, kind: FieldType, value: Value
-) -> tuple[Any, ...]:
-    """One `task_values` row: the value in its type's column, NULL in the others."""
-    target = value_column(kind)
-    return (task_id, field_id, *(value if column == target else None for column in VALUE_COLUMNS))
-
-
-def _add_value_row(
-    columns: dict[str, list[Any]], task_id: int | None, field_id: int, kind: FieldType, value: Value
-) -> None:
-    # The upsert takes lists as JSON text: unnest cannot carry an array per row.
-    row = _value_record(task_id, field_id, kind, value)
-    for column, item in zip(("task_id", "field_id", *VALUE_COLUMNS), row, strict=True):
-        columns[column].append(
-            orjson.dumps(item).decode() if column == "list_value" and item is not None else item
-        )

@@ -33,8 +33,9 @@ def available() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-async def apply(conn: asyncpg.Connection) -> list[Migration]:
-    """Bring the schema up to date; returns what was applied (nothing on a second run)."""
+async def apply(conn: asyncpg.Connection, up_to: int | None = None) -> list[Migration]:
+    """Bring the schema up to date (or up to version `up_to`); returns what was applied
+    (nothing on a second run)."""
     applied: list[Migration] = []
     async with conn.transaction():
         # Serialises concurrent migrators (compose's migrate job beside `ingest run`).
@@ -46,7 +47,7 @@ async def apply(conn: asyncpg.Connection) -> list[Migration]:
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         for migration in available():
-            if migration.version in done:
+            if migration.version in done or (up_to is not None and migration.version > up_to):
                 continue
             try:
                 await conn.execute(migration.sql)

@@ -169,9 +169,8 @@ async def check(pool: asyncpg.Pool, workflow_id: int, history: History) -> Repor
     effects = Counter(
         dict(
             await pool.fetch(
-                "SELECT v.text_value, count(*) FROM tasks t"
-                " JOIN task_values v ON v.task_id = t.id AND v.field_id = 1"
-                " WHERE t.workflow_id = $1 GROUP BY 1",
+                "SELECT t.fields->>'1', count(*) FROM tasks t"
+                " WHERE t.workflow_id = $1 AND t.fields ? '1' GROUP BY 1",
                 workflow_id,
             )
         )
