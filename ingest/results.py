@@ -57,16 +57,22 @@ class Result:
         return RequestStatus.SUCCEEDED if self.http_status < 400 else RequestStatus.FAILED
 
 
-def result_of(request: TaskRequest, http_status: int, outcome: str, body: str) -> Result:
-    """The final answer to `request` (with its fingerprint: an Idempotency-Key retry must match)."""
+def result_of(
+    request: TaskRequest, http_status: int, outcome: str, body: str, task_id: int | None = None
+) -> Result:
+    """The final answer to `request`. A keyed request's answer keeps its fingerprint: a retry
+    with the same Idempotency-Key must repeat the request to get it. Any other request's id is
+    its own (random), so nothing else can ask for its answer."""
     return Result(
-        request_id=request.id,
-        workflow_id=request.workflow_id,
-        http_status=http_status,
-        outcome=outcome,
-        body=body,
-        received_at=request.received_at,
-        fingerprint=request.fingerprint,
+        request.id,
+        request.workflow_id,
+        http_status,
+        outcome,
+        body,
+        task_id,
+        request.received_at,
+        None,
+        request.fingerprint if request.keyed else None,
     )
 
 

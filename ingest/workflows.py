@@ -6,6 +6,7 @@ ids and version. Tokens are random secrets handed out once; only their SHA-256 i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import shlex
@@ -252,8 +253,9 @@ class Workflow(BaseModel):
     def name(self) -> str:
         return self.definition.name
 
-    @property
+    @functools.cached_property
     def unique_field(self) -> FieldSpec | None:
+        # Cached: the worker asks for every request, and a definition never changes in place.
         return self.field(self.definition.unique_id) if self.definition.unique_id else None
 
     def field(self, name: str) -> FieldSpec | None:

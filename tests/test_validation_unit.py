@@ -486,3 +486,26 @@ def test_what_parse_accepts_is_what_is_stored_and_reads_back():
     stored = definition.model_dump(mode="json")
     assert WorkflowDefinition.model_validate(stored) == definition
     assert [spec.id for spec in definition.fields] == [7, 8]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": "lone \ud800 surrogate, raw in a str"}',
+        '{"a": "escaped \\ud800 surrogate"}',
+        '{"a": "nul \\u0000 inside"}',
+        '{"a": ' + "[" * 70 + "]" * 70 + "}",
+    ],
+)
+def test_what_the_text_scan_lets_through_the_walk_still_refuses(text):
+    with pytest.raises(MalformedBody):
+        parse_payload(text)
+
+
+def test_a_plain_body_skips_the_walk_and_keeps_its_values():
+    body = '{"a": "naïve ☃", "b": [1, {"c": 2.50}], "d": "\\\\u0000 is text"}'
+    assert parse_payload(body) == {
+        "a": "naïve ☃",
+        "b": [1, {"c": Decimal("2.50")}],
+        "d": "\\u0000 is text",
+    }

@@ -566,7 +566,7 @@ class Consumer:
             count = len(delivery.batch.requests)
             if delivery.batch.reply_to:
                 by_edge[delivery.batch.reply_to].extend(
-                    Reply(r.request_id, r.http_status, r.body, r.fingerprint or request.fingerprint)
+                    Reply(r.request_id, r.http_status, r.body, _fingerprint(request, r))
                     for request, r in zip(
                         delivery.batch.requests, results[position : position + count], strict=True
                     )
@@ -641,3 +641,10 @@ def _request_count(message: AbstractIncomingMessage) -> int:
     # The batch is decoded in `_handle`; for sizing, the publisher's header saves decoding twice.
     count = message.headers.get("x-requests") if message.headers else None
     return count if isinstance(count, int) and count > 0 else 1
+
+
+def _fingerprint(request: TaskRequest, result: Result) -> bytes:
+    """What the edge matches a reply against: only a keyed request's id can be shared."""
+    if result.fingerprint is not None:
+        return result.fingerprint
+    return request.fingerprint if request.keyed else b""

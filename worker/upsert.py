@@ -17,7 +17,6 @@ deadlock asyncpg's own error; the caller runs the batch again in a new transacti
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -166,39 +165,31 @@ class BatchApplier:
         self, conn: Connection, workflow: Workflow, requests: list[TaskRequest]
     ) -> dict[uuid.UUID, Result]:
         validator = self._validators.get(workflow)
-        payloads: dict[uuid.UUID, dict[str, Any] | None] = {}
-        for request in requests:
-            try:
-                payloads[request.id] = parse_payload(request.body)
-            except MalformedBody:
-                payloads[request.id] = None
-        parsed = {
-            r.id: validator.parse(payload)
-            for r in requests
-            if (payload := payloads[r.id]) is not None and r.operation is not Operation.DELETE
-        }
-        keys = {r.id: _key_of(r, validator, payloads[r.id], parsed.get(r.id)) for r in requests}
-        existing = await lock_tasks(conn, workflow.id, sorted({k for k in keys.values() if k}))
+        readings = [_read(request, validator) for request in requests]
+        keys = sorted({reading.key for reading in readings if reading.key})
+        existing = await lock_tasks(conn, workflow.id, keys)
         tasks = {key: _TaskState(record=record, is_new=False) for key, record in existing.items()}
         deleted: list[int] = []
-        results: dict[uuid.UUID, tuple[Result, str | None]] = {}
-        for request in requests:
-            payload = payloads[request.id]
-            if payload is None:
+        answers: list[_Answer] = []
+        for request, reading in zip(requests, readings, strict=True):
+            if reading.payload is None:
                 body = _json({"error": "malformed_body", "message": "body is not a JSON object"})
-                results[request.id] = (self._result(request, 400, Outcome.INVALID, body), None)
+                answers.append(_Answer(400, Outcome.INVALID, body))
             elif request.operation is Operation.DELETE:
-                results[request.id] = self._delete_one(request, keys[request.id], tasks, deleted)
+                answers.append(_delete_one(reading.key, tasks, deleted))
             else:
-                results[request.id] = self._apply_one(
-                    workflow, parsed[request.id], request, payload, keys[request.id], tasks
+                assert reading.parsed is not None
+                answers.append(
+                    self._apply_one(
+                        workflow, reading.parsed, request, reading.payload, reading.key, tasks
+                    )
                 )
         await _delete_tasks(conn, deleted)
         await self._write(conn, workflow, tasks)
-        ids = {key: state.record.id for key, state in tasks.items()}
+        # Results are made once the new tasks have their ids.
         return {
-            request_id: _with_task_id(result, ids.get(key) if key else None)
-            for request_id, (result, key) in results.items()
+            request.id: answer.result(request, tasks)
+            for request, answer in zip(requests, answers, strict=True)
         }
 
     def _apply_one(
@@ -209,7 +200,7 @@ class BatchApplier:
         payload: dict[str, Any],
         key: str | None,
         tasks: dict[str, _TaskState],
-    ) -> tuple[Result, str | None]:
+    ) -> _Answer:
         errors = {name: list(messages) for name, messages in parsed.errors.items()}
         unique = workflow.unique_field
         if unique is not None and key is None and unique.name not in errors:
@@ -220,7 +211,7 @@ class BatchApplier:
         if state is None and request.operation is Operation.UPDATE and not errors:
             message = f"no task has {unique.name if unique else 'that id'} {key!r}"
             body = _json({"error": "not_found", "message": message})
-            return self._result(request, 404, Outcome.NOT_FOUND, body), None
+            return _Answer(404, Outcome.NOT_FOUND, body)
         for spec in workflow.definition.fields:
             if not spec.required or spec.name in errors:
                 continue
@@ -231,7 +222,7 @@ class BatchApplier:
             if missing_on_create or blanked_on_update:
                 errors[spec.name] = [BLANK]
         if errors:
-            return self._result(request, 422, Outcome.INVALID, _errors_body(errors)), None
+            return _Answer(422, Outcome.INVALID, _errors_body(errors))
         assert key is not None
         if state is None:
             record = TaskRecord(
@@ -248,26 +239,7 @@ class BatchApplier:
             outcome = Outcome.UPDATED if changed else Outcome.UNCHANGED
             status = 200
         body = _json(render(workflow, state.record, self._base_url))
-        return self._result(request, status, outcome, body), key
-
-    def _delete_one(
-        self,
-        request: TaskRequest,
-        key: str | None,
-        tasks: dict[str, _TaskState],
-        deleted: list[int],
-    ) -> tuple[Result, str | None]:
-        state = tasks.pop(key, None) if key else None
-        if state is None:
-            body = _json({"error": "not_found", "message": "no task has this id"})
-            return self._result(request, 404, Outcome.NOT_FOUND, body), None
-        if not state.is_new and state.record.id is not None:
-            deleted.append(state.record.id)
-        return self._result(request, 204, Outcome.DELETED, "null"), None
-
-    @staticmethod
-    def _result(request: TaskRequest, status: int, outcome: Outcome, body: str) -> Result:
-        return result_of(request, status, outcome.value, body)
+        return _Answer(status, outcome, body, key)
 
     async def _write(
         self, conn: Connection, workflow: Workflow, tasks: dict[str, _TaskState]
@@ -284,8 +256,48 @@ class BatchApplier:
         )
 
 
-def _with_task_id(result: Result, task_id: int | None) -> Result:
-    return result if task_id is None else dataclasses.replace(result, task_id=task_id)
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What a request got, before the batch is written; `key` names the task it wrote."""
+
+    status: int
+    outcome: Outcome
+    body: str
+    key: str | None = None
+
+    def result(self, request: TaskRequest, tasks: Mapping[str, _TaskState]) -> Result:
+        state = tasks.get(self.key) if self.key else None
+        task_id = state.record.id if state is not None else None
+        return result_of(request, self.status, self.outcome.value, self.body, task_id)
+
+
+def _delete_one(key: str | None, tasks: dict[str, _TaskState], deleted: list[int]) -> _Answer:
+    state = tasks.pop(key, None) if key else None
+    if state is None:
+        body = _json({"error": "not_found", "message": "no task has this id"})
+        return _Answer(404, Outcome.NOT_FOUND, body)
+    if not state.is_new and state.record.id is not None:
+        deleted.append(state.record.id)
+    return _Answer(204, Outcome.DELETED, "null")
+
+
+@dataclass(slots=True)
+class _Reading:
+    """A request's body as read: the payload (None: not a JSON object), its validation (None for
+    a delete) and the Unique ID it names (None: missing, blank or invalid)."""
+
+    payload: dict[str, Any] | None
+    parsed: ParsedTask | None
+    key: str | None
+
+
+def _read(request: TaskRequest, validator: TaskValidator) -> _Reading:
+    try:
+        payload = parse_payload(request.body)
+    except MalformedBody:
+        return _Reading(None, None, None)
+    parsed = None if request.operation is Operation.DELETE else validator.parse(payload)
+    return _Reading(payload, parsed, _key_of(request, validator, payload, parsed))
 
 
 def _key_of(
