@@ -422,7 +422,10 @@ def _stored_date(value: Any) -> Stored:
 
 
 _NUMBER_SCHEMA = _schema(
-    type=["number", "string"],
+    anyOf=[
+        {"type": "number"},
+        {"type": "string", "pattern": f"^{_NUMBER_TEXT.pattern}$"},
+    ],
     description="A number, or its decimal text; kept exactly, shown as decimal text.",
 )
 

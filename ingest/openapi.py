@@ -384,11 +384,18 @@ def _workflow_schemas() -> dict[str, Schema]:
         "WorkflowExample": {
             "type": "object",
             "description": "What Flowdash's Import from API modal shows: URL, sample task, cURL.",
-            "required": ["import_url", "example_payload", "example_curl"],
+            "required": ["import_url", "example_payload", "example_curl", "task_schema"],
             "properties": {
                 "import_url": {"type": "string"},
                 "example_payload": ref("TaskPayload"),
                 "example_curl": {"type": "string"},
+                "task_schema": {
+                    "type": "object",
+                    "description": (
+                        "The JSON Schema of this workflow's task bodies (each field as its type "
+                        "accepts it; `x-required-on-create` names the fields a new task needs)."
+                    ),
+                },
             },
         },
         "CreatedWorkflow": {

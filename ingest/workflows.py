@@ -314,11 +314,32 @@ def example_curl(url: str, payload: dict[str, Any]) -> str:
     )
 
 
+def task_schema(definition: WorkflowDefinition) -> dict[str, Any]:
+    """The JSON Schema of this workflow's task bodies, from each field type's own schema."""
+    properties: dict[str, Any] = {
+        spec.name: {
+            "anyOf": [kind_of(spec.type).schema(spec, definition.members), {"type": "null"}]
+        }
+        for spec in definition.fields
+    }
+    properties[STAGE] = {"type": "string", "enum": list(definition.stages)}
+    properties[ASSIGNED_TO] = {"type": ["string", "null"], "format": "email"}
+    return {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+        # Required only when the request creates the task; an update may leave them out.
+        "x-required-on-create": [spec.name for spec in definition.fields if spec.required],
+    }
+
+
 def example(definition: WorkflowDefinition, url: str) -> dict[str, Any]:
-    """What the Flowdash "Import from API" modal shows: URL, sample payload, cURL."""
+    """What the Flowdash "Import from API" modal shows: URL, sample payload, cURL; and the JSON
+    Schema of a task body."""
     payload = example_payload(definition)
     return {
         "import_url": url,
         "example_payload": payload,
         "example_curl": example_curl(url, payload),
+        "task_schema": task_schema(definition),
     }

@@ -20,7 +20,7 @@ from ingest.fields import (
     unique_key,
     unique_key_from_text,
 )
-from ingest.workflows import FieldSpec
+from ingest.workflows import FieldSpec, WorkflowDefinition, example_payload, task_schema
 
 MEMBERS = ("ann@example.com",)
 
@@ -123,3 +123,27 @@ def test_schemas_name_what_a_body_may_give():
     jsonschema.validate("10000.50", _schema_of(FieldType.CURRENCY))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate("XL", _schema_of(FieldType.SINGLE_SELECT))
+
+
+def test_a_workflows_sample_task_passes_its_task_schema():
+    definition = WorkflowDefinition.parse(
+        {
+            "name": "Every type",
+            "stages": ["New"],
+            "members": list(MEMBERS),
+            "fields": [
+                {
+                    "name": f"F {t}",
+                    "type": t,
+                    "options": ["S", "M"] if kind_of(t).has_options else [],
+                }
+                for t in FieldType
+            ],
+        }
+    )
+    schema = task_schema(definition)
+    jsonschema.validate(example_payload(definition), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"F number": "ten"}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"Nope": 1}, schema)
