@@ -37,7 +37,7 @@ fmt: install
 	$(BIN)/ruff format ingest worker tests
 	$(BIN)/ruff check --fix ingest worker tests
 
-## Benchmarks: ingest beside a direct insert and a bare aiohttp server (prints a table).
+## Benchmarks: ingest beside the naive direct upsert and a bare aiohttp server, as `make run` runs it.
 bench: install
 	command -v wrk >/dev/null || (apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk))
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -1,6 +1,6 @@
 """The ceiling of the HTTP layer: aiohttp + uvloop + orjson that parses the body and answers 202.
 
-    python bench/bare.py PORT
+Usage: python bench/bare.py PORT
 """
 
 from __future__ import annotations
@@ -22,8 +22,15 @@ async def accept(request: web.Request) -> web.Response:
 def main() -> None:
     app = web.Application()
     app.router.add_post("/api/v1/workflows/{token}/tasks", accept)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None,
-                loop=uvloop.new_event_loop(), reuse_port=True)
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        access_log=None,
+        print=None,
+        loop=uvloop.new_event_loop(),
+        reuse_port=True,
+    )
 
 
 if __name__ == "__main__":

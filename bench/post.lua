@@ -1,10 +1,9 @@
 -- wrk script: POST the seed task with a unique Company ID per request.
--- Environment: WRK_PREFER (a Prefer header value, optional), WRK_DELAY_MS (pause per request).
+-- Environment: WRK_PREFER (a Prefer header value, optional). Closed loop: no delay() function.
 -- Globals, not locals: setup() sets `thread_id` in each thread's own Lua state.
 counter = 0
 thread_id = 0
 local prefer = os.getenv("WRK_PREFER")
-local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "0")
 
 function setup(thread)
   thread:set("thread_id", thread_id)
@@ -28,10 +27,6 @@ function request()
       .. '"Stage": "In Progress", "Assigned To": "user@example.com"}',
     thread_id, counter, math.random(1, 1000000000))
   return wrk.format(nil, nil, nil, body)
-end
-
-function delay()
-  return delay_ms
 end
 
 done = function(summary, latency, requests)
