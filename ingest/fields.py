@@ -189,7 +189,8 @@ def to_number(value: Any) -> Decimal:
         number = value
     if number is None or not number_fits(number):
         raise refuse(NOT_A_NUMBER)
-    return number
+    # Postgres' numeric has no negative zero: "-0.00" is stored, and read back, as "0.00".
+    return number.copy_abs() if number.is_zero() else number
 
 
 _DATE_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}\Z", re.ASCII)
@@ -421,13 +422,17 @@ def _stored_date(value: Any) -> Stored:
     return to_date(value).isoformat()
 
 
+#: `_NUMBER_TEXT` in the regex dialect JSON Schema uses (ECMA 262), where `\\s` and `\\d` mean more.
+_NUMBER_PATTERN = r"^[ \t\n\r\f\v]*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?[ \t\n\r\f\v]*$"
 _NUMBER_SCHEMA = _schema(
-    anyOf=[
-        {"type": "number"},
-        {"type": "string", "pattern": f"^{_NUMBER_TEXT.pattern}$"},
-    ],
+    anyOf=[{"type": "number"}, {"type": "string", "pattern": _NUMBER_PATTERN}],
     description="A number, or its decimal text; kept exactly, shown as decimal text.",
 )
+
+
+def _text_schema(limit: int) -> Callable[[FieldSpec, tuple[str, ...]], dict[str, Any]]:
+    # A JSON number is text too: it is kept as it was written (42 → "42").
+    return _schema(anyOf=[{"type": "string", "maxLength": limit}, {"type": "number"}])
 
 
 def _text_kind(limit: int, sample: str, unique_id: bool) -> Kind:
@@ -435,7 +440,7 @@ def _text_kind(limit: int, sample: str, unique_id: bool) -> Kind:
         converter=lambda spec, members: _text(limit),
         query=_query_text,
         sample=_constant(sample),
-        schema=_schema(type="string", maxLength=limit),
+        schema=_text_schema(limit),
         unique_id=unique_id,
     )
 
@@ -449,7 +454,7 @@ KINDS: Mapping[FieldType, Kind] = {
         converter=lambda spec, members: _text(MAX_TEXT_CHARS),
         query=_query_text,
         sample=_text_sample,
-        schema=_schema(type="string", maxLength=MAX_TEXT_CHARS),
+        schema=_text_schema(MAX_TEXT_CHARS),
         unique_id=True,
     ),
     FieldType.LONG_TEXT: _text_kind(
@@ -487,7 +492,12 @@ KINDS: Mapping[FieldType, Kind] = {
         converter=lambda spec, members: to_checkbox,
         query=_query_checkbox,
         sample=_constant(False),
-        schema=_schema(type=["boolean", "string"], enum=[True, False, "true", "false"]),
+        schema=_schema(
+            anyOf=[
+                {"type": "boolean"},
+                {"type": "string", "pattern": "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$"},
+            ]
+        ),
     ),
     FieldType.SINGLE_SELECT: Kind(
         converter=lambda spec, members: choice(spec.options),

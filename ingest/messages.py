@@ -232,7 +232,9 @@ def _may_hold_refused_values(text: str) -> bool:
     escapes (or raw, in a str that was never UTF-8), and every level of nesting needs a bracket."""
     return (
         "\\u" in text
-        or text.count("{") + text.count("[") > MAX_DEPTH
+        # The walk counts the top object as depth 1, and what the innermost bracket holds as one
+        # deeper: n brackets nest values n + 1 deep.
+        or text.count("{") + text.count("[") >= MAX_DEPTH
         or (not text.isascii() and not _is_utf8(text))
     )
 

@@ -47,6 +47,7 @@ def test_a_sample_value_passes_its_converter_and_its_schema(field_type):
     ("field_type", "written", "shown"),
     [
         (FieldType.CURRENCY, "10000.50", "10000.50"),
+        (FieldType.CURRENCY, "-0.00", "0.00"),
         (FieldType.NUMBER, 300, "300"),
         (FieldType.NUMBER, "-1.5E-3", "-0.0015"),
         (FieldType.NUMBER, "9" * 1000, "9" * 1000),
@@ -121,6 +122,8 @@ def test_schemas_name_what_a_body_may_give():
     assert _schema_of(FieldType.DATE)["format"] == "date"
     assert _schema_of(FieldType.SINGLE_SELECT)["enum"] == ["S", "M"]
     jsonschema.validate("10000.50", _schema_of(FieldType.CURRENCY))
+    jsonschema.validate(42, _schema_of(FieldType.TEXT))
+    jsonschema.validate("TRUE", _schema_of(FieldType.CHECKBOX))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate("XL", _schema_of(FieldType.SINGLE_SELECT))
 

@@ -30,7 +30,7 @@ from ingest.fields import (
     to_phone,
     to_url,
 )
-from ingest.messages import OutOfRangeNumber, parse_payload
+from ingest.messages import MAX_DEPTH, OutOfRangeNumber, _may_hold_refused_values, parse_payload
 from ingest.results import MAX_STORED_BODY_BYTES, storable_body
 from ingest.workflows import (
     MAX_FIELD_ID,
@@ -503,9 +503,23 @@ def test_what_the_text_scan_lets_through_the_walk_still_refuses(text):
 
 
 def test_a_plain_body_skips_the_walk_and_keeps_its_values():
-    body = '{"a": "naïve ☃", "b": [1, {"c": 2.50}], "d": "\\\\u0000 is text"}'
+    body = '{"a": "naïve ☃", "b": [1, {"c": 2.50}], "d": "a \\\\ backslash"}'
+    assert not _may_hold_refused_values(body)
     assert parse_payload(body) == {
         "a": "naïve ☃",
         "b": [1, {"c": Decimal("2.50")}],
-        "d": "\\u0000 is text",
+        "d": "a \\ backslash",
     }
+
+
+def _nested(levels: int, escape: bool) -> str:
+    """A body whose innermost value lies `levels` deep (the top object is level 1)."""
+    inner = '"\\u00e9"' if escape else "1"
+    return '{"a": ' + "[" * (levels - 2) + inner + "]" * (levels - 2) + "}"
+
+
+@pytest.mark.parametrize("escape", [False, True])
+def test_the_text_scan_and_the_walk_agree_at_the_depth_limit(escape):
+    assert parse_payload(_nested(MAX_DEPTH, escape))
+    with pytest.raises(MalformedBody):
+        parse_payload(_nested(MAX_DEPTH + 1, escape))

@@ -8,6 +8,8 @@
 -- at once; all of it happens in the migration's one transaction: either every value has moved
 -- and `task_values` is gone, or nothing changed.
 
+SET LOCAL TimeZone = 'UTC';
+
 ALTER TABLE tasks ADD COLUMN fields jsonb NOT NULL DEFAULT '{}'::jsonb;
 
 -- asyncpg writes Python's first and last day as -infinity and infinity, and reads them back so.
@@ -16,7 +18,9 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE
         WHEN day = 'infinity' THEN '9999-12-31'
         WHEN day = '-infinity' THEN '0001-01-01'
-        ELSE to_char(day, 'YYYY-MM-DD')
+        -- As a timestamp without time zone: a date alone would go through the session's zone,
+        -- and a day that zone skipped (Pacific/Apia, 2011-12-30) would print as the next one.
+        ELSE to_char(day::timestamp, 'YYYY-MM-DD')
     END
 $$;
 
