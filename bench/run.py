@@ -37,7 +37,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -365,8 +365,11 @@ def serving(
             process.wait()
 
 
-def service_env(port: int, edges: int | None, workers: int | None) -> dict[str, str]:
-    """The environment of `make run` (no INGEST_* from the caller) plus what the bench needs."""
+def service_env(
+    port: int, edges: int | None, workers: int | None, tuned: Sequence[str] = ()
+) -> dict[str, str]:
+    """The environment of `make run` (no INGEST_* from the caller) plus what the bench needs, and
+    the `--set` settings of a tuned run (quote its figures only beside a default run's)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
     env.update(
         INGEST_DATABASE_URL=dsn(DATABASE),
@@ -378,6 +381,9 @@ def service_env(port: int, edges: int | None, workers: int | None) -> dict[str, 
         env["INGEST_EDGES"] = str(edges)
     if workers is not None:
         env["INGEST_WORKERS"] = str(workers)
+    for setting in tuned:
+        name, _, value = setting.partition("=")
+        env[name] = value
     return env
 
 
@@ -462,6 +468,8 @@ class Run:
     overload: WrkResult | None = None
     rss_mib: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: Settings changed from ingest's defaults (`--set`): a tuned run, not `make run`'s.
+    tuned: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -683,8 +691,9 @@ def report(run: Run) -> list[str]:
     who = f"{plural(run.edges, 'edge')}, {plural(run.workers, 'worker')}"
     return [
         f"ingest bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs: ingest as "
-        f"`make run` runs it ({who}, access log on); {run.duration:g} s a phase after "
-        f"{WARMUP:g} s of warm-up",
+        f"`make run` runs it ({who}, access log on"
+        + (f"; TUNED: {' '.join(run.tuned)}" if run.tuned else "")
+        + f"); {run.duration:g} s a phase after {WARMUP:g} s of warm-up",
         "",
         *side_by_side(run),
         "",
@@ -794,6 +803,9 @@ def main() -> None:
     parser.add_argument("--connections", default="64,256", help="comma-separated (default 64,256)")
     parser.add_argument("--edges", type=int, help="INGEST_EDGES (default: ingest's own default)")
     parser.add_argument("--workers", type=int, help="INGEST_WORKERS (default: ingest's own)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="INGEST_X=VALUE", help="a tuned setting"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (make bench installs it: apt-get install -y wrk)")
@@ -803,6 +815,7 @@ def main() -> None:
         workers=args.workers if args.workers is not None else int(defaults["workers"].default),
         duration=args.duration,
         connections=[int(c) for c in args.connections.split(",")],
+        tuned=args.set,
     )
     if run.edges > 1:
         run.notes.append(
@@ -810,7 +823,7 @@ def main() -> None:
             "/metrics (at random)"
         )
     port = free_port()
-    env = service_env(port, args.edges, args.workers)
+    env = service_env(port, args.edges, args.workers, args.set)
     RESULTS.mkdir(exist_ok=True)
     setup = Services()
     try:

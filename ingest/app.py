@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -20,12 +21,13 @@ from ingest.broker import BrokerLink, Publisher, close_connection_with, ensure_t
 from ingest.connections import connection_cap, install_connection_limits, raise_open_file_limit
 from ingest.cursors import Cursors
 from ingest.inflight import BODY_BUDGET, BodyBudget, hold_bodies
+from ingest.logs import AccessLog, LogWriter
 from ingest.metrics import EdgeMetrics
 from ingest.ratelimit import RateLimiter
 from ingest.replies import ReplyInbox
 from ingest.results import RequestIds
 from ingest.settings import Settings
-from ingest.views import add_routes, error_middleware, metrics_middleware
+from ingest.views import add_routes, error_middleware, observe_requests
 from ingest.workflows import Workflow, hash_token
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ class WorkflowsByToken:
 class Edge:
     """Everything a request handler needs, owned by the application's lifetime."""
 
+    settings: Settings
+    metrics: EdgeMetrics
     pool: asyncpg.Pool
     link: BrokerLink
     publisher: Publisher
@@ -114,6 +118,8 @@ async def edge_context(app: web.Application) -> AsyncIterator[None]:
     ):
         key = await _request_id_key(settings, pool)
         app[EDGE] = Edge(
+            settings=settings,
+            metrics=app[METRICS],
             pool=pool,
             link=link,
             publisher=publisher,
@@ -129,11 +135,13 @@ async def edge_context(app: web.Application) -> AsyncIterator[None]:
             inbox.close()
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, log_lines: LogWriter | None = None) -> web.Application:
+    """The edge's application; its access lines go to `log_lines` when given (see `AccessLog`)."""
     bodies = BodyBudget(settings.max_body_bytes_in_flight)
+    metrics = EdgeMetrics()
     app = web.Application(
         middlewares=[
-            metrics_middleware,
+            observe_requests(metrics, AccessLog(log_lines) if settings.access_log else None),
             error_middleware,
             hold_bodies(bodies),
         ],
@@ -142,31 +150,35 @@ def create_app(settings: Settings) -> web.Application:
     install_connection_limits(app, settings)
     app[BODY_BUDGET] = bodies
     app[SETTINGS] = settings
-    app[METRICS] = EdgeMetrics()
+    app[METRICS] = metrics
     app.cleanup_ctx.append(edge_context)
     add_routes(app)
     return app
 
 
 def serve(settings: Settings) -> None:
-    """Run the edge until SIGTERM/SIGINT; in-flight requests finish before resources close."""
-    from ingest.logs import configure_logging, run_async
+    """Run the edge until SIGTERM/SIGINT; in-flight requests finish before resources close, and
+    every log line is written before the process exits."""
+    from ingest.logs import log_writer, run_async
 
-    configure_logging(settings)
-    run_async(_serve(settings))
+    with log_writer(settings) as log_lines:
+        run_async(_serve(settings, log_lines))
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, log_lines: LogWriter) -> None:
     import signal
 
     raise_open_file_limit(settings)
-    app = create_app(settings)
+    app = create_app(settings, log_lines)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True)
     await site.start()
+    # What start-up made (modules, the app, pools) lives as long as the process: out of the
+    # collector's sight, so the collections that requests' garbage sets off scan only that.
+    gc.freeze()
     log.info(
         "edge %d listening on %s:%d (at most %d connections)",
         os.getpid(),

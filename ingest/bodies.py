@@ -15,9 +15,13 @@ from ingest.errors import (
     UnsupportedMediaType,
 )
 from ingest.inflight import charge_body
-from ingest.messages import inspect_values, parse_payload
+from ingest.messages import inspect_values, may_hold_refused_values, parse_payload
 
 _CHUNK = 64 * 1024
+#: The usual spellings of a JSON content type, accepted without parsing the header.
+_PLAIN_JSON = frozenset(
+    ["application/json", "application/json; charset=utf-8", "application/json;charset=utf-8"]
+)
 #: What a client is told when its body could not be read. Never aiohttp's own message: it can
 #: quote the request's bytes.
 _UNREADABLE = (
@@ -28,7 +32,8 @@ _UNREADABLE = (
 
 def check_content_type(request: web.Request) -> None:
     """JSON only; a missing content type is taken as JSON (many webhook senders omit it)."""
-    if "Content-Type" not in request.headers:
+    given = request.headers.get(hdrs.CONTENT_TYPE)
+    if given is None or given in _PLAIN_JSON:
         return
     mime = request.content_type.lower()
     if mime != "application/json" and not (
@@ -118,5 +123,6 @@ def accept_json_object(body: bytes) -> str:
         if not isinstance(value, dict):
             raise MalformedBody("request body must be a JSON object")
         text = body.decode("utf-8")
-        inspect_values(value, strict_strings=False)  # orjson refuses lone surrogates itself
+        if may_hold_refused_values(text):
+            inspect_values(value, strict_strings=False)  # orjson refuses lone surrogates itself
     return text

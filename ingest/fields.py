@@ -423,7 +423,8 @@ def _stored_date(value: Any) -> Stored:
 
 
 #: `_NUMBER_TEXT` in the regex dialect JSON Schema uses (ECMA 262), where `\\s` and `\\d` mean more.
-_NUMBER_PATTERN = r"^[ \t\n\r\f\v]*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?[ \t\n\r\f\v]*$"
+_BLANKS = r"[ \t\n\r\f\v]*"
+_NUMBER_PATTERN = rf"^{_BLANKS}[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?{_BLANKS}$"
 _NUMBER_SCHEMA = _schema(
     anyOf=[{"type": "number"}, {"type": "string", "pattern": _NUMBER_PATTERN}],
     description="A number, or its decimal text; kept exactly, shown as decimal text.",

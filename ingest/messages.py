@@ -221,12 +221,12 @@ def parse_payload(text: str | bytes) -> dict[str, Any]:
         raise MalformedBody(f"body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise MalformedBody("body must be a JSON object")
-    if _may_hold_refused_values(text):
+    if may_hold_refused_values(text):
         inspect_values(value, strict_strings=True)
     return value
 
 
-def _may_hold_refused_values(text: str) -> bool:
+def may_hold_refused_values(text: str) -> bool:
     """False when the JSON text cannot hold what `inspect_values` refuses, which a scan of the
     text tells faster than a walk of the parsed value: NUL and surrogates come only from `\\u`
     escapes (or raw, in a str that was never UTF-8), and every level of nesting needs a bracket."""

@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: Methods counted under their own name; any other is `other`.
+_METHODS = frozenset(
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+)
 
 
 def _pool_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
@@ -58,6 +62,8 @@ class EdgeMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.sync_replied = self.sync_wait.labels("replied")
+        self.sync_timed_out = self.sync_wait.labels("timeout")
         self.confirms = Counter(
             "ingest_publish_confirms_total", "Broker messages confirmed.", registry=r
         )
@@ -77,6 +83,23 @@ class EdgeMetrics:
             "ingest_publish_backlog_requests", "Task requests waiting to be published.", registry=r
         )
         self.pool_size, self.pool_idle = _pool_gauges(r)
+        # Labelled children, bound once: `labels()` checks and joins its arguments on every call.
+        self._answered: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def answered(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count and time one HTTP request by its route pattern, method and status."""
+        # Methods are the client's to choose: any other than HTTP's own counts as one, so that
+        # made-up methods cannot grow the series (or this cache) without bound.
+        key = (route, method if method in _METHODS else "other", status)
+        children = self._answered.get(key)
+        if children is None:
+            children = self._answered[key] = (
+                self.requests.labels(*key[:2], str(status)),
+                self.latency.labels(route),
+            )
+        count, latency = children
+        count.inc()
+        latency.observe(seconds)
 
 
 class WorkerMetrics:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+#: Longest Prefer header whose reading is remembered: the few values clients send repeatedly,
+#: never a cache that a client could fill with large ones.
+_REMEMBERED = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,8 +25,19 @@ class Preferences:
         return min(server_budget, self.wait)
 
 
-def parse_prefer(headers: Iterable[str]) -> Preferences:
+_NONE = Preferences()
+
+
+def parse_prefer(headers: Sequence[str]) -> Preferences:
     """Read every Prefer header; unknown or malformed preferences are ignored, as RFC 7240 asks."""
+    if not headers:
+        return _NONE
+    if len(headers) == 1 and len(headers[0]) <= _REMEMBERED:
+        return _parse_remembered(headers[0])
+    return _parse(headers)
+
+
+def _parse(headers: Sequence[str]) -> Preferences:
     respond_async = False
     wait: float | None = None
     for header in headers:
@@ -34,3 +50,8 @@ def parse_prefer(headers: Iterable[str]) -> Preferences:
             elif name == "wait" and value.isascii() and value.isdigit() and wait is None:
                 wait = float(value)
     return Preferences(respond_async=respond_async, wait=wait)
+
+
+@functools.lru_cache(maxsize=128)
+def _parse_remembered(header: str) -> Preferences:
+    return _parse((header,))

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import logging
+import os
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+from multidict import istr
 
 from ingest import filters, openapi, store
 from ingest.app_keys import EDGE, METRICS, SETTINGS
@@ -39,17 +43,19 @@ from ingest.errors import (
     UnsupportedMediaType,
 )
 from ingest.fields import unique_key_from_text
-from ingest.logs import escape_undecodable, redact_path
+from ingest.logs import AccessLog, escape_undecodable, redact_path
 from ingest.messages import Operation, TaskRequest, idempotent_request_id, parse_payload
 from ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from ingest.metrics import exposition
+from ingest.metrics import EdgeMetrics, exposition
 from ingest.preferences import parse_prefer
 from ingest.results import Result, fetch_result, status_document
 from ingest.tasks import render
 from ingest.workflows import CURSOR, Workflow, WorkflowDefinition, example, import_url
 
+if TYPE_CHECKING:
+    from ingest.app import Edge
+
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("ingest.access")
 
 #: Per-request facts the access log reports.
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -57,6 +63,10 @@ WORKFLOW = web.RequestKey("workflow", str)
 OUTCOME = web.RequestKey("outcome", str)
 
 JSON = "application/json"
+_X_REQUEST_ID = istr("X-Request-Id")
+_PREFER = istr("Prefer")
+_PREFERENCE_APPLIED = istr("Preference-Applied")
+_IDEMPOTENCY_KEY = istr("Idempotency-Key")
 _UNKNOWN_TOKEN = "no workflow has this token"
 
 
@@ -91,38 +101,61 @@ _STATUS_OF: list[tuple[type[IngestError], int, str]] = [
 _CLOSING = (UnreadableBody, BodyTimeout, ClientDisconnected)
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Count, time and log every request by its route pattern (never the token-bearing path)."""
-    started = time.monotonic()
+def observe_requests(metrics: EdgeMetrics, access: AccessLog | None) -> Middleware:
+    """A middleware that counts, times and logs (with `access`) every request by its route
+    pattern, never by its token-bearing path, and gives it a request id."""
+    fresh_ids = FreshIds()
+
+    @web.middleware
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.monotonic()
+        request_id = _request_id(request) or fresh_ids.next()
+        request[REQUEST_ID] = request_id
+        response = await handler(request)
+        response.headers[_X_REQUEST_ID] = request_id
+        elapsed = time.monotonic() - started
+        status = response.status
+        metrics.answered(_route_of(request), request.method, status, elapsed)
+        if access is not None:
+            access(
+                request.method,
+                request.path,
+                status,
+                request_id,
+                round(elapsed * 1000, 2),
+                request.get(WORKFLOW),
+                request.get(OUTCOME),
+            )
+        return response
+
+    return observe
+
+
+class FreshIds:
+    """Ids for requests that bring no `X-Request-Id`: one random prefix per process and a count,
+    unique without a system call per request (they correlate log lines; they guard nothing)."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._count = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._count):016x}"
+
+
+def _request_id(request: web.Request) -> str:
+    """The client's `X-Request-Id`, fit to log and echo (at most 64 ASCII characters), or ''."""
+    given = request.headers.get(_X_REQUEST_ID)
+    if not given:
+        return ""
     # Bytes that are not UTF-8 arrive as lone surrogates: escaped (`\xff`), the id can be logged
     # and echoed like any other.
-    given = escape_undecodable(request.headers.get("X-Request-Id", ""))
-    request_id = given.encode("ascii", "backslashreplace").decode()[:64] or uuid.uuid4().hex
-    request[REQUEST_ID] = request_id
-    response: web.StreamResponse = await handler(request)
-    response.headers["X-Request-Id"] = request_id
+    return escape_undecodable(given).encode("ascii", "backslashreplace").decode()[:64]
+
+
+def _route_of(request: web.Request) -> str:
     resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
-    metrics = request.app[METRICS]
-    metrics.requests.labels(route, request.method, str(response.status)).inc()
-    elapsed = time.monotonic() - started
-    metrics.latency.labels(route).observe(elapsed)
-    if request.app[SETTINGS].access_log:
-        access_log.info(
-            "%s %s %d",
-            request.method,
-            redact_path(request.path),
-            response.status,
-            extra={
-                "request_id": request_id,
-                "status": response.status,
-                "duration_ms": round(elapsed * 1000, 2),
-                "workflow": request.get(WORKFLOW),
-                "outcome": request.get(OUTCOME),
-            },
-        )
-    return response
+    return resource.canonical if resource is not None else "unmatched"
 
 
 @web.middleware
@@ -229,10 +262,10 @@ async def _task_body(request: web.Request) -> str:
 async def _submit(
     request: web.Request, workflow: Workflow, operation: Operation, body: str
 ) -> web.Response:
-    settings, edge = request.app[SETTINGS], request.app[EDGE]
+    edge = request.app[EDGE]
     key = _idempotency_key(request)
-    preferences = parse_prefer(request.headers.getall("Prefer", []))
-    budget = preferences.budget(settings.sync_timeout)
+    preferences = parse_prefer(request.headers.getall(_PREFER, ()))
+    budget = preferences.budget(edge.settings.sync_timeout)
     task_request = TaskRequest(
         id=idempotent_request_id(workflow.id, key) if key else uuid.uuid4(),
         workflow_id=workflow.id,
@@ -249,30 +282,45 @@ async def _submit(
         if stored is not None:
             request[OUTCOME] = "replayed"
             return _replayed(stored, task_request)
+    if budget > 0:
+        answer = await _publish_and_answer(request, edge, task_request, budget)
+        if answer is not None:
+            return answer
+    else:
+        await _publish(edge, task_request)
+    request[OUTCOME] = "accepted"
+    return _accepted(request, edge, workflow, task_request.id, preferences.respond_async)
+
+
+async def _publish(edge: Edge, task_request: TaskRequest) -> None:
+    await edge.publisher.publish(task_request)
+    edge.metrics.accept.observe(time.time() - task_request.received_at)
+
+
+async def _publish_and_answer(
+    request: web.Request, edge: Edge, task_request: TaskRequest, budget: float
+) -> web.Response | None:
+    """Publish, then wait up to `budget` seconds for the answer: the worker's reply, or its stored
+    result when the reply was lost; None when neither came in time."""
     waiter = edge.inbox.expect(task_request.id, task_request.fingerprint)
     try:
-        await edge.publisher.publish(task_request)
+        await _publish(edge, task_request)
     except BaseException:
         edge.inbox.forget(task_request.id, waiter)
         raise
-    metrics = request.app[METRICS]
     confirmed = time.monotonic()
-    metrics.accept.observe(time.time() - task_request.received_at)
     reply = await edge.inbox.wait(task_request.id, waiter, budget)
-    if budget > 0:
-        result = "replied" if reply is not None else "timeout"
-        metrics.sync_wait.labels(result).observe(time.monotonic() - confirmed)
+    waited = edge.metrics.sync_replied if reply is not None else edge.metrics.sync_timed_out
+    waited.observe(time.monotonic() - confirmed)
     if reply is not None:
         request[OUTCOME] = "answered"
         return _final(reply.http_status, reply.body)
-    if budget > 0:
-        # The reply is only a wake-up: the result may be committed with its reply lost.
-        stored = await _stored_if_reachable(edge.pool, task_request.id, workflow.id)
-        if stored is not None:
-            request[OUTCOME] = "answered"
-            return _replayed(stored, task_request)
-    request[OUTCOME] = "accepted"
-    return _accepted(request, workflow, task_request.id, preferences.respond_async)
+    # The reply is only a wake-up: the result may be committed with its reply lost.
+    stored = await _stored_if_reachable(edge.pool, task_request.id, task_request.workflow_id)
+    if stored is not None:
+        request[OUTCOME] = "answered"
+        return _replayed(stored, task_request)
+    return None
 
 
 async def _read_within_deadline(request: web.Request) -> bytes:
@@ -310,7 +358,7 @@ async def _stored_if_reachable(
 
 def _idempotency_key(request: web.Request) -> str | None:
     """The Idempotency-Key header (a string, quoted or not), or None when absent."""
-    given = request.headers.getall("Idempotency-Key", [])
+    given = request.headers.getall(_IDEMPOTENCY_KEY, ())
     if not given:
         return None
     if len(set(given)) > 1:
@@ -340,17 +388,20 @@ def _final(status: int, body: str) -> web.Response:
 
 
 def _accepted(
-    request: web.Request, workflow: Workflow, request_id: uuid.UUID, respond_async: bool
+    request: web.Request,
+    edge: Edge,
+    workflow: Workflow,
+    request_id: uuid.UUID,
+    respond_async: bool,
 ) -> web.Response:
-    settings, edge = request.app[SETTINGS], request.app[EDGE]
     public_id = edge.request_ids.public(request_id, workflow.id)
     token = request.match_info["token"]
-    url = f"{settings.base_url}/api/v1/workflows/{token}/requests/{public_id}"
-    headers = {"Location": url}
+    url = f"{edge.settings.base_url}/api/v1/workflows/{token}/requests/{public_id}"
+    headers = {hdrs.CONTENT_TYPE: JSON, hdrs.LOCATION: url}
     if respond_async:
-        headers["Preference-Applied"] = "respond-async"
-    body = {"id": public_id, "status": "pending", "status_url": url}
-    return json_response(body, 202, headers)
+        headers[_PREFERENCE_APPLIED] = "respond-async"
+    body = orjson.dumps({"id": public_id, "status": "pending", "status_url": url})
+    return web.Response(body=body, status=202, headers=headers)
 
 
 async def request_status(request: web.Request) -> web.Response:
@@ -503,15 +554,18 @@ async def metrics_page(request: web.Request) -> web.Response:
     return response
 
 
+_OK = orjson.dumps({"status": "ok"})
+
+
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return web.Response(body=_OK, content_type=JSON)
 
 
 async def readyz(request: web.Request) -> web.Response:
     problems = await request.app[EDGE].problems()
     if problems:
         return json_response({"status": "unavailable", "problems": problems}, 503)
-    return json_response({"status": "ok"})
+    return web.Response(body=_OK, content_type=JSON)
 
 
 def add_routes(app: web.Application) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
+import os
 import secrets
 import signal
 
 import aiohttp
 import pytest
 
-from ingest.logs import JsonFormatter, RedactingFormatter, redact
+from ingest.logs import AccessLog, JsonFormatter, LogWriter, RedactingFormatter, redact
 from tests.conftest import SEED_REQUEST, service_env, spawn, wait_until
 from tests.test_connections import exchange, running_edge
 
@@ -159,3 +162,139 @@ def test_text_lines_hide_tokens_too():
     record = logging.makeLogRecord({"msg": "GET /API/v1/workflows/%s/tasks", "args": (token,)})
     text = RedactingFormatter("%(message)s").format(record)
     assert text == "GET /API/v1/workflows/<token>/tasks"
+
+
+def _record(n: int, token: str = "") -> logging.LogRecord:
+    return logging.makeLogRecord(
+        {"name": "ingest.test", "msg": "line %d /api/v1/workflows/%s/tasks", "args": (n, token)}
+    )
+
+
+def test_the_log_writer_writes_every_queued_line_redacted_when_closed():
+    token = secrets.token_urlsafe(32)
+    stream = io.StringIO()
+    writer = LogWriter(stream, JsonFormatter())
+    writer.start()
+    for n in range(5000):
+        writer.handle(_record(n, token))
+    writer.close()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["msg"] for line in lines] == [
+        f"line {n} /api/v1/workflows/<token>/tasks" for n in range(5000)
+    ]
+    assert token not in stream.getvalue()
+    assert writer.dropped == 0
+
+
+def test_a_full_log_queue_drops_lines_counts_them_and_says_so():
+    stream = io.StringIO()
+    writer = LogWriter(stream, JsonFormatter(), limit=10)  # not started: nothing drains it
+    for n in range(25):
+        writer.handle(_record(n))
+    assert writer.dropped == 15
+    writer.close()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["msg"].split()[1] for line in lines[:10]] == [str(n) for n in range(10)]
+    assert lines[10]["level"] == "WARNING"
+    assert "dropped 15 log lines" in lines[10]["msg"]
+
+
+@pytest.mark.parametrize(
+    "formatter",
+    [
+        JsonFormatter(),
+        RedactingFormatter("%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"),
+        # what other handlers (pytest's, say) print: fields an access line does not carry
+        logging.Formatter("%(levelname)s %(name)s:%(filename)s:%(lineno)d %(message)s"),
+    ],
+)
+def test_an_access_line_formats_like_any_record(formatter):
+    token = secrets.token_urlsafe(32)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    logger = logging.getLogger("ingest.test_access")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        AccessLog(name="ingest.test_access")(
+            "POST", f"/api/v1/workflows/{token}/tasks", 202, "id-1", 1.5, "abcd1234", "accepted"
+        )
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "POST /api/v1/workflows/" in text
+    assert " 202" in text
+    if not isinstance(formatter, JsonFormatter | RedactingFormatter):
+        return
+    assert token not in text
+    if isinstance(formatter, JsonFormatter):
+        line = json.loads(text)
+        fields = {
+            k: line[k] for k in ("request_id", "status", "duration_ms", "workflow", "outcome")
+        }
+        assert fields == {
+            "request_id": "id-1",
+            "status": 202,
+            "duration_ms": 1.5,
+            "workflow": "abcd1234",
+            "outcome": "accepted",
+        }
+
+
+async def test_the_edge_writes_every_access_line_before_it_exits(settings, tmp_path):
+    """Lines are written off the event loop, in batches: SIGTERM right after a burst of requests
+    still finds every one of them in the log."""
+    log = tmp_path / "edge.log"
+    async with running_edge(settings, log) as pid:
+        async with aiohttp.ClientSession() as session:
+
+            async def get(n: int) -> int:
+                headers = {"X-Request-Id": f"burst-{n}"}
+                async with session.get(f"{settings.public_url}/healthz", headers=headers) as r:
+                    return r.status
+
+            assert set(await asyncio.gather(*(get(n) for n in range(500)))) == {200}
+        os.kill(pid, signal.SIGTERM)  # at once; running_edge then waits for the exit
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    burst = {
+        line["request_id"] for line in lines if line.get("request_id", "").startswith("burst-")
+    }
+    assert burst == {f"burst-{n}" for n in range(500)}
+    assert any(line["msg"].endswith("stopping") for line in lines)
+
+
+def test_an_access_line_handed_to_the_writer_reads_as_one_through_the_logger(caplog):
+    caplog.set_level(logging.INFO, logger="ingest.access")
+    token = secrets.token_urlsafe(32)
+    fields = ("POST", f"/api/v1/workflows/{token}/tasks", 202, "id-1", 1.5, "abcd1234", "accepted")
+    queued = io.StringIO()
+    writer = LogWriter(queued, JsonFormatter())
+    writer.start()
+    AccessLog(writer)(*fields)
+    writer.close()
+    AccessLog(writer)(*fields)  # after close: written at once, not lost
+    logged = io.StringIO()
+    handler = logging.StreamHandler(logged)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("ingest.access")
+    logger.addHandler(handler)
+    try:
+        AccessLog()(*fields)
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in (queued.getvalue() + logged.getvalue()).splitlines()]
+    assert len(lines) == 3
+    assert token not in queued.getvalue()
+    for line in lines:
+        del line["ts"]
+    assert lines[0] == lines[1] == lines[2]
+
+
+def test_an_access_line_with_undecodable_bytes_is_escaped_by_the_writer_too():
+    stream = io.StringIO()
+    writer = LogWriter(stream, JsonFormatter())
+    writer.put(("ingest.access", 1, 0.0, "GET", "/a\udcff", 200, "id", 0.1, None, None))
+    writer.close()
+    line = json.loads(stream.getvalue())
+    assert (line["msg"], line["status"], line["workflow"]) == ("GET /a\\xff 200", 200, None)

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
 
+import aio_pika
 import aiohttp
 
+from ingest.broker import Publisher, ensure_topology
+from ingest.messages import Operation, TaskRequest
+from ingest.metrics import EdgeMetrics
+from ingest.settings import Settings
 from tests.conftest import SEED_REQUEST, WorkerHandle, free_port
 
 
@@ -54,3 +63,57 @@ async def test_worker_serves_metrics_and_health_on_its_port(settings, client, ma
     finally:
         await handle.stop()
     await asyncio.sleep(0)
+
+
+async def test_methods_other_than_http_s_own_are_counted_as_one(client):
+    """The client chooses the method: one series for all the others keeps their number bounded."""
+    for method in ("PROPFIND", "MKCOL", "LOCK"):
+        assert (await client.request(method, "/healthz")).status == 405
+    text = await (await client.get("/metrics")).text()
+    assert _sample(text, "ingest_http_requests_total", method="other", status="405") == 3
+    assert "PROPFIND" not in text
+
+
+def _request(n: int) -> TaskRequest:
+    return TaskRequest(
+        id=uuid.uuid4(),
+        workflow_id=1,
+        workflow_version=1,
+        operation=Operation.UPSERT,
+        body=f'{{"n": {n}}}',
+        received_at=time.time(),
+        wants_reply=False,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _publisher(settings: Settings, metrics: EdgeMetrics) -> AsyncIterator[Publisher]:
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        await ensure_topology(connection, settings)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await channel.get_exchange(settings.queue)
+        async with Publisher(settings, None, metrics) as publisher:
+            publisher.attach(channel, exchange)
+            yield publisher
+
+
+async def test_a_lone_request_goes_at_once_and_later_ones_share_messages(settings):
+    """While a message waits for its confirm, requests wait for company: they leave together
+    when it is confirmed, not one message each (as they would with a publisher loop idle)."""
+    metrics = EdgeMetrics()
+    sample = metrics.registry.get_sample_value
+    async with _publisher(settings, metrics) as publisher:
+        first = asyncio.ensure_future(publisher.publish(_request(0)))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert sample("ingest_publish_batch_requests_count") == 1  # on its way, alone
+        later = []
+        for n in range(1, 11):
+            later.append(asyncio.ensure_future(publisher.publish(_request(n))))
+            await asyncio.sleep(0)
+        await asyncio.wait_for(asyncio.gather(first, *later), 10)
+    assert sample("ingest_publish_batch_requests_sum") == 11
+    # A confirm may come back between two of them, and let those that wait leave.
+    assert sample("ingest_publish_batch_requests_count") <= 4
+    assert sample("ingest_publish_batch_requests_bucket", {"le": "1.0"}) >= 1

@@ -30,7 +30,7 @@ from ingest.fields import (
     to_phone,
     to_url,
 )
-from ingest.messages import MAX_DEPTH, OutOfRangeNumber, _may_hold_refused_values, parse_payload
+from ingest.messages import MAX_DEPTH, OutOfRangeNumber, may_hold_refused_values, parse_payload
 from ingest.results import MAX_STORED_BODY_BYTES, storable_body
 from ingest.workflows import (
     MAX_FIELD_ID,
@@ -504,7 +504,7 @@ def test_what_the_text_scan_lets_through_the_walk_still_refuses(text):
 
 def test_a_plain_body_skips_the_walk_and_keeps_its_values():
     body = '{"a": "naïve ☃", "b": [1, {"c": 2.50}], "d": "a \\\\ backslash"}'
-    assert not _may_hold_refused_values(body)
+    assert not may_hold_refused_values(body)
     assert parse_payload(body) == {
         "a": "naïve ☃",
         "b": [1, {"c": Decimal("2.50")}],
