@@ -37,7 +37,13 @@ class Settings(BaseSettings):
         description="Edge processes started by `ingest run` (sharing the port by SO_REUSEPORT).",
     )
     workers: int = Field(
-        default=2, ge=0, le=64, description="Worker processes started by `ingest run`."
+        default=1,
+        ge=0,
+        le=64,
+        description=(
+            "Worker processes started by `ingest run`. One keeps pace with an edge (batches grow"
+            " with load); add workers with cores, and an edge per core first."
+        ),
     )
     queue: str = Field(
         default="ingest.tasks",
