@@ -594,9 +594,12 @@ def _json(value: Stored) -> Any:
     return orjson.Fragment(format(value, "f")) if isinstance(value, Decimal) else value
 
 
+_STORED_JSON = json.JSONDecoder(parse_float=Decimal, parse_int=Decimal)
+
+
 def decode_values(text: str) -> dict[int, Stored]:
     """A task's values from their jsonb text; numbers come back as the exact Decimal stored."""
-    raw = json.loads(text, parse_float=Decimal, parse_int=Decimal)
+    raw = _STORED_JSON.decode(text)
     return {int(field_id): value for field_id, value in raw.items()}
 
 

@@ -199,6 +199,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+#: One decoder for every body (`json.loads` with hooks would build one a call).
+_EXACT_JSON = json.JSONDecoder(
+    parse_float=_bounded_float, parse_int=_bounded_int, parse_constant=_reject_constant
+)
+
+
 def parse_payload(text: str | bytes) -> dict[str, Any]:
     """Parse a task body exactly: non-integers become Decimal, never float; a number beyond the
     bounds becomes an `OutOfRangeNumber`. Raises MalformedBody, and only that, for any input that
@@ -209,12 +215,7 @@ def parse_payload(text: str | bytes) -> dict[str, Any]:
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")  # strictly: json.loads would also take UTF-16 or a BOM
-        value = json.loads(
-            text,
-            parse_float=_bounded_float,
-            parse_int=_bounded_int,
-            parse_constant=_reject_constant,
-        )
+        value = _EXACT_JSON.decode(text)
     except RecursionError:
         raise MalformedBody("JSON nesting is too deep") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity

@@ -7,7 +7,8 @@ and currency as decimal strings, unset fields as null.
 
 from __future__ import annotations
 
-import secrets
+import base64
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -43,9 +44,27 @@ class TaskRecord:
     id: int | None = None
 
 
-def new_task_public_id() -> str:
-    """An unguessable id: the Task URL doubles as a capability link and never carries the token."""
-    return secrets.token_urlsafe(12)
+_ID_BYTES = 12
+
+
+class TaskPublicIds:
+    """Unguessable task ids (the Task URL doubles as a capability link and never carries the
+    token): 12 random bytes each from the OS's generator, as `secrets.token_urlsafe` makes them,
+    read `batch` ids at a time (a worker makes thousands a second: one system call, not one
+    an id)."""
+
+    def __init__(self, batch: int = 256) -> None:
+        self._batch = batch
+        self._pool = b""
+        self._at = 0
+        self._pid = 0
+
+    def next(self) -> str:
+        if self._at >= len(self._pool) or self._pid != os.getpid():  # a forked copy must not share
+            self._pool, self._at, self._pid = os.urandom(_ID_BYTES * self._batch), 0, os.getpid()
+        chunk = self._pool[self._at : self._at + _ID_BYTES]
+        self._at += _ID_BYTES
+        return base64.urlsafe_b64encode(chunk).decode()
 
 
 def task_url(base_url: str, workflow_public_id: str, task_public_id: str) -> str:

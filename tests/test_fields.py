@@ -20,6 +20,7 @@ from ingest.fields import (
     unique_key,
     unique_key_from_text,
 )
+from ingest.tasks import TaskPublicIds
 from ingest.workflows import FieldSpec, WorkflowDefinition, example_payload, task_schema
 
 MEMBERS = ("ann@example.com",)
@@ -150,3 +151,10 @@ def test_a_workflows_sample_task_passes_its_task_schema():
         jsonschema.validate({"F number": "ten"}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"Nope": 1}, schema)
+
+
+def test_task_public_ids_are_unguessable_and_never_repeat():
+    ids = TaskPublicIds(batch=3)
+    made = [ids.next() for _ in range(1000)]
+    assert len(set(made)) == 1000
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{16}", public_id) for public_id in made)

@@ -34,7 +34,7 @@ from ingest.fields import encode_values, unique_key
 from ingest.messages import Operation, TaskRequest, parse_payload
 from ingest.results import Result, insert_results, result_of, stored_results
 from ingest.store import Connection, lock_tasks, workflow_by_id
-from ingest.tasks import Outcome, TaskRecord, Value, new_task_public_id, render
+from ingest.tasks import Outcome, TaskPublicIds, TaskRecord, Value, render
 from ingest.workflows import Workflow
 from worker.culprits import Verdict
 from worker.validation import (
@@ -102,6 +102,7 @@ class BatchApplier:
         self._base_url = base_url
         self._workflows = WorkflowCache()
         self._validators = ValidatorCache()
+        self._public_ids = TaskPublicIds()
 
     async def apply(
         self,
@@ -206,7 +207,7 @@ class BatchApplier:
         if unique is not None and key is None and unique.name not in errors:
             errors[unique.name] = [BLANK]
         if unique is None:
-            key = new_task_public_id()
+            key = self._public_ids.next()
         state = tasks.get(key) if key else None
         if state is None and request.operation is Operation.UPDATE and not errors:
             message = f"no task has {unique.name if unique else 'that id'} {key!r}"
@@ -226,7 +227,7 @@ class BatchApplier:
         assert key is not None
         if state is None:
             record = TaskRecord(
-                public_id=key if unique is None else new_task_public_id(),
+                public_id=key if unique is None else self._public_ids.next(),
                 unique_key=key,
                 stage=parsed.stage or workflow.default_stage,
                 assigned_to=parsed.assigned_to,
