@@ -108,6 +108,17 @@ MOMENTS = [
 DATES = ["2020-01-31", "0001-01-01", "9999-12-31", "2024-02-29", "2011-12-30"]
 
 
+#: The typed columns of `task_values` before migration 0004.
+OLD_VALUE_COLUMNS = (
+    "number_value",
+    "text_value",
+    "date_value",
+    "datetime_value",
+    "boolean_value",
+    "list_value",
+)
+
+
 def _old_render(value: Any) -> Any:
     """How the code before migration 0004 rendered a value read from `task_values`."""
     if isinstance(value, Decimal):
@@ -156,16 +167,7 @@ async def _fill_old_schema(conn: asyncpg.Connection, workflow_id: int, tasks: in
     await conn.copy_records_to_table(
         "task_values",
         records=rows,
-        columns=[
-            "task_id",
-            "field_id",
-            "number_value",
-            "text_value",
-            "date_value",
-            "datetime_value",
-            "boolean_value",
-            "list_value",
-        ],
+        columns=["task_id", "field_id", *OLD_VALUE_COLUMNS],
     )
     # Moments go in as text, so infinity and the zone offsets are Postgres' own reading.
     await conn.execute(
@@ -180,18 +182,7 @@ async def _old_tasks(conn: asyncpg.Connection, workflow: Workflow) -> dict[str, 
     """Every task as the code before migration 0004 showed it, by Unique ID."""
     values: dict[int, dict[int, Any]] = {}
     for row in await conn.fetch("SELECT * FROM task_values"):
-        value = next(
-            row[c]
-            for c in (
-                "number_value",
-                "text_value",
-                "date_value",
-                "datetime_value",
-                "boolean_value",
-                "list_value",
-            )
-            if row[c] is not None
-        )
+        value = next(row[c] for c in OLD_VALUE_COLUMNS if row[c] is not None)
         values.setdefault(row["task_id"], {})[row["field_id"]] = value
     shown = {}
     for row in await conn.fetch("SELECT * FROM tasks"):

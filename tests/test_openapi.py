@@ -523,9 +523,9 @@ async def test_huge_integer_for_a_text_field_is_not_a_server_error(
     )
 
 
-# Once answered 500: workflows.FieldSpec.id is unbounded: the admin API accepts id 2**31 (201),
-# which task_values.field_id (integer) cannot hold; filtering on the field is a 500 (asyncpg
-# DataError in filters.list_tasks) and every task write with it is dead-lettered
+# Once answered 500: workflows.FieldSpec.id was unbounded: the admin API accepted id 2**31 (201),
+# which the old task_values.field_id (integer) could not hold; filtering on the field was a 500
+# (asyncpg DataError in filters.list_tasks) and every task write with it was dead-lettered
 async def test_field_ids_beyond_int32_are_refused(
     client: TestClient[Any, Any], settings: Settings
 ) -> None:
