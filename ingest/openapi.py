@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from ingest.fields import FieldType
+
 Schema = dict[str, Any]
 
 JSON = "application/json"
@@ -285,21 +287,7 @@ def _request_status_schema() -> Schema:
 
 
 def _workflow_schemas() -> dict[str, Schema]:
-    field_types = [
-        "text",
-        "longText",
-        "number",
-        "currency",
-        "date",
-        "datetime",
-        "checkbox",
-        "singleSelect",
-        "multipleSelect",
-        "email",
-        "url",
-        "phone",
-        "person",
-    ]
+    field_types = [t.value for t in FieldType]
     definition_properties: dict[str, Schema] = {
         "name": {"type": "string", "minLength": 1, "maxLength": 200},
         "fields": {"type": "array", "items": ref("Field")},
