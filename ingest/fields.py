@@ -349,35 +349,42 @@ def _number_json(value: Stored) -> Any:
     return format(value, "f") if isinstance(value, Decimal) else value
 
 
-def _query_number(text: str) -> Stored:
+def _query_number(text: str, members: tuple[str, ...] = ()) -> Stored:
     number = read_number(text)  # beyond the bounds no stored number can match
     if number is None:
         raise ValueError(text)
     return number
 
 
-def _query_date(text: str) -> Stored:
+def _query_date(text: str, members: tuple[str, ...] = ()) -> Stored:
     try:
         return date.fromisoformat(text).isoformat()
     except ValueError:
         raise ValueError(text) from None
 
 
-def _query_moment(text: str) -> Stored:
+def _query_moment(text: str, members: tuple[str, ...] = ()) -> Stored:
     try:
         return moment_text(datetime.fromisoformat(text))
     except (ValueError, OverflowError):  # OverflowError: a moment that does not exist in UTC
         raise ValueError(text) from None
 
 
-def _query_checkbox(text: str) -> Stored:
+def _query_checkbox(text: str, members: tuple[str, ...] = ()) -> Stored:
     if text.lower() not in ("true", "false"):
         raise ValueError(text)
     return text.lower() == "true"
 
 
-def _query_text(text: str) -> Stored:
+def _query_text(text: str, members: tuple[str, ...] = ()) -> Stored:
     return text
+
+
+def _query_member(text: str, members: tuple[str, ...] = ()) -> Stored:
+    """A member named in any case, as the workflow spells it (as writes store it); text that
+    names no member is left as it is, and matches nothing."""
+    lowered = text.lower()
+    return next((m for m in members if m.lower() == lowered), text)
 
 
 #: What a kind's per-workflow parts are built from: the field and the workflow's members.
@@ -390,8 +397,9 @@ class Kind:
 
     #: Builds the converter of one field of one workflow version (compiled once, then cached).
     converter: Callable[[FieldSpec, tuple[str, ...]], Converter]
-    #: A list filter's text as the stored value it matches; raises ValueError when it is none.
-    query: Callable[[str], Stored]
+    #: A list filter's text as the stored value it matches, given the workflow's members; raises
+    #: ValueError when it is none.
+    query: Callable[[str, tuple[str, ...]], Stored]
     #: A value a sample task carries (None: none can be given, e.g. no members to assign).
     sample: Callable[[FieldSpec, tuple[str, ...]], Any]
     #: The JSON Schema of the values a task body may give.
@@ -544,7 +552,7 @@ KINDS: Mapping[FieldType, Kind] = {
     ),
     FieldType.PERSON: Kind(
         converter=lambda spec, members: member(members),
-        query=_query_text,
+        query=_query_member,
         sample=lambda spec, members: members[0] if members else None,
         schema=lambda spec, members: {"type": "string", "format": "email"},
         unique_id=True,
@@ -571,15 +579,21 @@ def unique_key(value: Stored) -> str:
     return str(value)
 
 
-def unique_key_from_text(spec: FieldSpec | None, text: str) -> str | None:
-    """The stored form of a Unique ID written as text (in a URL, say); None when no task can
+def unique_key_from_text(
+    spec: FieldSpec | None, text: str, members: tuple[str, ...] = ()
+) -> str | None:
+    """The stored form of a Unique ID written as text (in a URL, say), read as its field's list
+    filter reads it (a number in any notation, a member in any case); None when no task can
     have it."""
     if "\x00" in text or not key_fits(text):
         return None
-    if spec is not None and spec.type in (FieldType.NUMBER, FieldType.CURRENCY):
-        number = read_number(text)
-        return None if number is None else canonical_number(number)
-    return text
+    if spec is None:
+        return text
+    try:
+        value = kind_of(spec.type).query(text, members)
+    except ValueError:
+        return None
+    return unique_key(value)
 
 
 # --------------------------------------------------------------------------------------- storage

@@ -13,7 +13,7 @@ from typing import Any
 
 from ingest.cursors import Cursors, query_digest
 from ingest.errors import RequestError
-from ingest.fields import Stored, filter_document, kind_of
+from ingest.fields import FieldType, Stored, filter_document, kind_of
 from ingest.store import TASK_COLUMNS, Connection, Pool, task_from_row
 from ingest.tasks import TaskRecord
 from ingest.workflows import ASSIGNED_TO, CURSOR, LIMIT, STAGE, FieldSpec, Workflow
@@ -32,9 +32,9 @@ class Page:
     next_cursor: str | None
 
 
-def _stored(spec: FieldSpec, text: str) -> Stored:
+def _stored(spec: FieldSpec, text: str, members: tuple[str, ...]) -> Stored:
     try:
-        return kind_of(spec.type).query(text)
+        return kind_of(spec.type).query(text, members)
     except ValueError:
         raise InvalidFilter(f"{text!r} is not a valid {spec.type} for {spec.name!r}") from None
 
@@ -56,11 +56,11 @@ class _Query:
         else:
             self.conditions.append(f"t.{column} = {self.param(text)}")
 
-    def field(self, spec: FieldSpec, text: str) -> None:
+    def field(self, spec: FieldSpec, text: str, members: tuple[str, ...]) -> None:
         if text == "":
             self.conditions.append(f"NOT t.fields ? {self.param(str(spec.id))}")
             return
-        document = filter_document(spec.id, kind_of(spec.type), _stored(spec, text))
+        document = filter_document(spec.id, kind_of(spec.type), _stored(spec, text, members))
         # Sent as text: the connection's jsonb codec would encode it as a JSON string.
         self.conditions.append(f"t.fields @> {self.param(document)}::text::jsonb")
 
@@ -107,11 +107,13 @@ def page_query(workflow: Workflow, query: list[tuple[str, str]], cursors: Cursor
         if "\x00" in text:
             raise InvalidFilter(f"the value of {name!r} contains a NUL character")
         if name in names:
-            sql.field(names[name], text)
+            sql.field(names[name], text, workflow.definition.members)
         elif name == STAGE:
             sql.builtin("stage", text)
         elif name == ASSIGNED_TO:
-            sql.builtin("assigned_to", text)
+            # A member in any case, as writes store it.
+            assignee = kind_of(FieldType.PERSON).query(text, workflow.definition.members)
+            sql.builtin("assigned_to", assignee if isinstance(assignee, str) else text)
         elif name == CURSOR:
             sql.conditions.append(f"t.id > {sql.param(_after(cursors, text, workflow, digest))}")
         elif name != LIMIT:

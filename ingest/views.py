@@ -428,7 +428,7 @@ async def get_task(request: web.Request) -> web.Response:
 
 def _canonical_key(workflow: Workflow, value: str) -> str:
     """The stored form of a Unique ID given in a URL; a value no task can have raises NotFound."""
-    key = unique_key_from_text(workflow.unique_field, value)
+    key = unique_key_from_text(workflow.unique_field, value, workflow.definition.members)
     if key is None:
         raise NotFound("no task has this id")
     return key

@@ -85,23 +85,24 @@ def test_numbers_are_json_numbers_digit_for_digit():
         (FieldType.DATETIME, "2020-01-31T09:30:00Z", "2020-01-31T09:30:00"),
         (FieldType.CHECKBOX, True, "true"),
         (FieldType.TEXT, "Acme", "Acme"),
+        (FieldType.PERSON, "ann@example.com", "ANN@Example.com"),
     ],
 )
 def test_a_filter_names_the_stored_value(field_type, written, query):
     kind, spec = kind_of(field_type), _spec(field_type)
-    assert kind.query(query) == kind.converter(spec, MEMBERS)(written)
+    assert kind.query(query, MEMBERS) == kind.converter(spec, MEMBERS)(written)
 
 
 def test_a_multiple_select_filter_matches_one_of_the_values():
     kind = kind_of(FieldType.MULTIPLE_SELECT)
-    assert filter_document(9, kind, kind.query("S")) == '{"9":["S"]}'
+    assert filter_document(9, kind, kind.query("S", MEMBERS)) == '{"9":["S"]}'
 
 
 @pytest.mark.parametrize("text", ["x", "2020-13-01", "1e99999999", "١٢"])
 def test_a_filter_a_type_cannot_hold_is_refused(text):
     for field_type in (FieldType.NUMBER, FieldType.DATE, FieldType.CHECKBOX):
         with pytest.raises(ValueError, match=re.escape(text)):
-            kind_of(field_type).query(text)
+            kind_of(field_type).query(text, MEMBERS)
 
 
 def test_unique_ids_have_one_text():
@@ -111,6 +112,8 @@ def test_unique_ids_have_one_text():
     assert unique_key_from_text(number, "forty-two") is None
     assert unique_key_from_text(None, "a\x00b") is None
     assert unique_key_from_text(None, "x" * 5000) is None
+    person = FieldSpec(name="P", type=FieldType.PERSON, id=2)
+    assert unique_key_from_text(person, "ANN@example.COM", MEMBERS) == "ann@example.com"
     assert FieldType.LONG_TEXT not in UNIQUE_ID_TYPES
     assert FieldType.NUMBER in UNIQUE_ID_TYPES
 

@@ -132,3 +132,25 @@ async def test_multiple_select_values_are_created_updated_and_cleared(
     assert (cleared.status, (await cleared.json())["Tags"]) == (200, None)
     stored = await (await client.get(url(token, "/1"))).json()
     assert stored["Tags"] is None
+
+
+async def test_members_are_read_in_any_case_as_they_are_written(client, worker, make_workflow):
+    _, token = await make_workflow(
+        {
+            "name": "Owners",
+            "fields": [{"name": "Owner", "type": "person"}],
+            "unique_id": "Owner",
+            "stages": ["New"],
+            "members": ["Ann@Example.com"],
+        }
+    )
+    body = {"Owner": "ANN@example.COM", "Assigned To": "ann@EXAMPLE.com"}
+    created = await client.post(url(token), json=body)
+    assert created.status == 201
+    assert (await created.json())["Owner"] == "Ann@Example.com"
+    got = await client.get(url(token, "/aNN%40example.com"))
+    assert got.status == 200
+    for query in ("?Owner=ann%40example.com", "?Assigned%20To=ANN%40EXAMPLE.COM"):
+        tasks = await (await client.get(url(token, query))).json()
+        assert [t["Owner"] for t in tasks] == ["Ann@Example.com"], query
+    assert await (await client.get(url(token, "?Owner=bob%40example.com"))).json() == []
