@@ -256,7 +256,7 @@ async def _admitted_workflow(request: web.Request) -> Workflow:
 
 async def _task_body(request: web.Request) -> str:
     check_content_type(request)
-    return accept_json_object(await _read_within_deadline(request))
+    return await accept_json_object(await _read_within_deadline(request))
 
 
 async def _submit(
@@ -491,7 +491,7 @@ async def create_workflow(request: web.Request) -> web.Response:
     _require_admin(request)
     settings, edge = request.app[SETTINGS], request.app[EDGE]
     check_content_type(request)
-    raw = parse_payload(accept_json_object(await _read_within_deadline(request)))
+    raw = parse_payload(await accept_json_object(await _read_within_deadline(request)))
     definition = WorkflowDefinition.parse(raw)
     workflow, token = await store.create_workflow(edge.pool, definition)
     return json_response(created_document(workflow, token, settings.base_url), 201)

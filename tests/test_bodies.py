@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.bodies import accept_json_object
+from ingest.bodies import EXACT_PARSE_ON_LOOP_BYTES, accept_json_object
 from ingest.errors import MalformedBody
 from ingest.messages import MAX_DEPTH
 
@@ -15,19 +15,19 @@ def _nested(levels: int) -> bytes:
     return b'{"a":' + b"[" * (levels - 2) + b"1" + b"]" * (levels - 2) + b"}"
 
 
-def test_a_body_nested_to_the_limit_is_accepted_and_one_level_more_refused():
-    assert accept_json_object(_nested(MAX_DEPTH))
+async def test_a_body_nested_to_the_limit_is_accepted_and_one_level_more_refused():
+    assert await accept_json_object(_nested(MAX_DEPTH))
     with pytest.raises(MalformedBody, match="deeper"):
-        accept_json_object(_nested(MAX_DEPTH + 1))
+        await accept_json_object(_nested(MAX_DEPTH + 1))
 
 
 @pytest.mark.parametrize(
     "body",
     [b'{"a": "x\\u0000"}', b'{"a\\u0000": 1}', b'{"a": ["\\u0000"]}', b'{"a": {"b": "\\u0000"}}'],
 )
-def test_a_nul_anywhere_is_refused(body):
+async def test_a_nul_anywhere_is_refused(body):
     with pytest.raises(MalformedBody, match="u0000"):
-        accept_json_object(body)
+        await accept_json_object(body)
 
 
 @pytest.mark.parametrize(
@@ -38,5 +38,19 @@ def test_a_nul_anywhere_is_refused(body):
         b'{"Company ID": "42", "Contract Value": 10000.50, "Stage": "In Progress"}',
     ],
 )
-def test_bodies_that_only_look_suspect_are_accepted(body):
-    assert accept_json_object(body) == body.decode()
+async def test_bodies_that_only_look_suspect_are_accepted(body):
+    assert await accept_json_object(body) == body.decode()
+
+
+#: Numbers orjson refuses (beyond a double), so the exact parser reads the body.
+_BEYOND_ORJSON = b"1e400"
+
+
+@pytest.mark.parametrize("padding", [0, EXACT_PARSE_ON_LOOP_BYTES])
+async def test_bodies_orjson_refuses_are_read_exactly_on_the_loop_or_on_a_thread(padding):
+    filler = b"1.5," * (padding // 4)
+    body = b'{"zz": [' + filler + _BEYOND_ORJSON + b"]}"
+    assert await accept_json_object(body) == body.decode()
+    too_deep = b'{"a": ' + b"[" * 70 + filler + _BEYOND_ORJSON + b"]" * 70 + b"}"
+    with pytest.raises(MalformedBody, match="deeper"):
+        await accept_json_object(too_deep)
