@@ -387,23 +387,19 @@ def _query_member(text: str, members: tuple[str, ...] = ()) -> Stored:
     return next((m for m in members if m.lower() == lowered), text)
 
 
-#: What a kind's per-workflow parts are built from: the field and the workflow's members.
-Context = tuple["FieldSpec", tuple[str, ...]]
-
-
 @dataclass(frozen=True, slots=True)
 class Kind:
     """Everything one field type means (see the module's docstring)."""
 
     #: Builds the converter of one field of one workflow version (compiled once, then cached).
     converter: Callable[[FieldSpec, tuple[str, ...]], Converter]
-    #: A list filter's text as the stored value it matches, given the workflow's members; raises
-    #: ValueError when it is none.
-    query: Callable[[str, tuple[str, ...]], Stored]
     #: A value a sample task carries (None: none can be given, e.g. no members to assign).
     sample: Callable[[FieldSpec, tuple[str, ...]], Any]
     #: The JSON Schema of the values a task body may give.
     schema: Callable[[FieldSpec, tuple[str, ...]], dict[str, Any]]
+    #: A list filter's text as the stored value it matches, given the workflow's members; raises
+    #: ValueError when it is none.
+    query: Callable[[str, tuple[str, ...]], Stored] = _query_text
     #: The stored value in Flowdash's JSON.
     render: Callable[[Stored], Any] = _as_is
     #: One scalar that compares exactly, so it can identify a task.
@@ -444,12 +440,24 @@ def _text_schema(limit: int) -> Callable[[FieldSpec, tuple[str, ...]], dict[str,
     return _schema(anyOf=[{"type": "string", "maxLength": limit}, {"type": "number"}])
 
 
-def _text_kind(limit: int, sample: str, unique_id: bool) -> Kind:
+def _text_kind(
+    limit: int, sample: Callable[[FieldSpec, tuple[str, ...]], Any], unique_id: bool
+) -> Kind:
     return Kind(
-        converter=lambda spec, members: _text(limit),
-        query=_query_text,
-        sample=_constant(sample),
+        converter=_constant(_text(limit)),
+        sample=sample,
         schema=_text_schema(limit),
+        unique_id=unique_id,
+    )
+
+
+def _number_kind(sample: int, unique_id: bool) -> Kind:
+    return Kind(
+        converter=_constant(to_number),
+        sample=_constant(sample),
+        schema=_NUMBER_SCHEMA,
+        query=_query_number,
+        render=_number_json,
         unique_id=unique_id,
     )
 
@@ -459,46 +467,27 @@ def _text_sample(spec: FieldSpec, members: tuple[str, ...]) -> Any:
 
 
 KINDS: Mapping[FieldType, Kind] = {
-    FieldType.TEXT: Kind(
-        converter=lambda spec, members: _text(MAX_TEXT_CHARS),
-        query=_query_text,
-        sample=_text_sample,
-        schema=_text_schema(MAX_TEXT_CHARS),
-        unique_id=True,
-    ),
+    FieldType.TEXT: _text_kind(MAX_TEXT_CHARS, _text_sample, unique_id=True),
     FieldType.LONG_TEXT: _text_kind(
-        MAX_LONG_TEXT_CHARS, "A longer description of the task.", unique_id=False
+        MAX_LONG_TEXT_CHARS, _constant("A longer description of the task."), unique_id=False
     ),
-    FieldType.NUMBER: Kind(
-        converter=lambda spec, members: to_number,
-        query=_query_number,
-        sample=_constant(10),
-        schema=_NUMBER_SCHEMA,
-        render=_number_json,
-        unique_id=True,
-    ),
-    FieldType.CURRENCY: Kind(
-        converter=lambda spec, members: to_number,
-        query=_query_number,
-        sample=_constant(10000),
-        schema=_NUMBER_SCHEMA,
-        render=_number_json,
-    ),
+    FieldType.NUMBER: _number_kind(10, unique_id=True),
+    FieldType.CURRENCY: _number_kind(10000, unique_id=False),
     FieldType.DATE: Kind(
-        converter=lambda spec, members: _stored_date,
+        converter=_constant(_stored_date),
         query=_query_date,
         sample=_constant("2020-01-31"),
         schema=_schema(type="string", format="date"),
         unique_id=True,
     ),
     FieldType.DATETIME: Kind(
-        converter=lambda spec, members: _stored_moment,
+        converter=_constant(_stored_moment),
         query=_query_moment,
         sample=_constant("2020-01-31T09:30:00Z"),
         schema=_schema(type="string", format="date-time"),
     ),
     FieldType.CHECKBOX: Kind(
-        converter=lambda spec, members: to_checkbox,
+        converter=_constant(to_checkbox),
         query=_query_checkbox,
         sample=_constant(False),
         schema=_schema(
@@ -510,7 +499,6 @@ KINDS: Mapping[FieldType, Kind] = {
     ),
     FieldType.SINGLE_SELECT: Kind(
         converter=lambda spec, members: choice(spec.options),
-        query=_query_text,
         sample=lambda spec, members: spec.options[0],
         schema=lambda spec, members: {"type": "string", "enum": list(spec.options)},
         unique_id=True,
@@ -518,7 +506,6 @@ KINDS: Mapping[FieldType, Kind] = {
     ),
     FieldType.MULTIPLE_SELECT: Kind(
         converter=lambda spec, members: _choices(spec.options),
-        query=_query_text,
         sample=lambda spec, members: [spec.options[0]],
         schema=lambda spec, members: {
             "anyOf": [
@@ -530,22 +517,19 @@ KINDS: Mapping[FieldType, Kind] = {
         many=True,
     ),
     FieldType.EMAIL: Kind(
-        converter=lambda spec, members: to_email,
-        query=_query_text,
+        converter=_constant(to_email),
         sample=_constant("someone@example.com"),
         schema=_schema(type="string", format="email", maxLength=MAX_EMAIL_CHARS),
         unique_id=True,
     ),
     FieldType.URL: Kind(
-        converter=lambda spec, members: to_url,
-        query=_query_text,
+        converter=_constant(to_url),
         sample=_constant("https://example.com"),
         schema=_schema(type="string", format="uri", maxLength=MAX_URL_CHARS),
         unique_id=True,
     ),
     FieldType.PHONE: Kind(
-        converter=lambda spec, members: to_phone,
-        query=_query_text,
+        converter=_constant(to_phone),
         sample=_constant("+1 555 0100"),
         schema=_schema(type="string", maxLength=MAX_PHONE_CHARS),
         unique_id=True,
