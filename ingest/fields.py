@@ -125,6 +125,16 @@ def fits_utf8(text: str, most: int) -> bool:
     return len(text) * 4 <= most or len(text.encode("utf-8", "surrogatepass")) <= most
 
 
+def has_lone_surrogate(text: str) -> bool:
+    """True when `text` holds a surrogate with no partner, which no UTF-8 (and so neither
+    Postgres nor any JSON encoder downstream) can carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def key_fits(key: str) -> bool:
     """True when a Unique ID's canonical text fits the task index."""
     return fits_utf8(key, MAX_KEY_BYTES)

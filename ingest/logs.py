@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from ingest.fields import has_lone_surrogate
 from ingest.settings import Settings
 
 #: What a workflow token looks like wherever it is:
@@ -75,11 +76,7 @@ def redact_path(path: str) -> str:
 def escape_undecodable(text: str) -> str:
     """`text` with lone surrogates escaped (`\\xff` for the bytes aiohttp could not decode as
     UTF-8, `\\ud800` for any other), so that it can be encoded as UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        pass
-    else:
+    if not has_lone_surrogate(text):
         return text
     try:
         raw = text.encode("utf-8", "surrogateescape")

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from ingest.errors import DecodeError, MalformedBody
-from ingest.fields import MAX_NUMBER_DIGITS, read_number
+from ingest.fields import MAX_NUMBER_DIGITS, has_lone_surrogate, read_number
 
 WIRE_VERSION = 1
 CONTENT_TYPE = "application/json"
@@ -236,16 +236,8 @@ def may_hold_refused_values(text: str) -> bool:
         # The walk counts the top object as depth 1, and what the innermost bracket holds as one
         # deeper: n brackets nest values n + 1 deep.
         or text.count("{") + text.count("[") >= MAX_DEPTH
-        or (not text.isascii() and not _is_utf8(text))
+        or (not text.isascii() and has_lone_surrogate(text))
     )
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def inspect_values(value: object, strict_strings: bool) -> None:
@@ -269,8 +261,5 @@ def inspect_values(value: object, strict_strings: bool) -> None:
 def _check_string(text: str, strict: bool) -> None:
     if "\x00" in text:
         raise MalformedBody("strings cannot contain \\u0000")
-    if strict:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise MalformedBody("strings cannot contain lone surrogates") from None
+    if strict and has_lone_surrogate(text):
+        raise MalformedBody("strings cannot contain lone surrogates")

@@ -28,6 +28,7 @@ from ingest.fields import (
     OPTION_TYPES,
     UNIQUE_ID_TYPES,
     FieldType,
+    has_lone_surrogate,
     is_email,
     kind_of,
 )
@@ -185,21 +186,13 @@ def _bound_problems(definition: WorkflowDefinition) -> list[str]:
         problems.append("names cannot contain NUL characters")
     texts = (*names, *definition.stages, *definition.members)
     texts += tuple(option for spec in definition.fields for option in spec.options)
-    if _first(texts, _has_lone_surrogate) is not None:
+    if _first(texts, has_lone_surrogate) is not None:
         problems.append("names, options, stages and members cannot contain lone surrogates")
     if (
         taken := _first((spec.name for spec in definition.fields), PAGING.__contains__)
     ) is not None:
         problems.append(f"field name {taken!r} is reserved: the task list pages with it")
     return problems
-
-
-def _has_lone_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _text_problems(what: str, texts: tuple[str, ...], most: int) -> list[str]:
