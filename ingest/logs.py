@@ -139,7 +139,7 @@ class JsonFormatter(logging.Formatter):
         try:
             return orjson.dumps(entry).decode()
         except orjson.JSONEncodeError:  # lone surrogates: the record's way escapes them
-            return self.format(AccessRecord(*fields))
+            return self.format(AccessRecord(fields))
 
     def _entry(self, record: logging.LogRecord) -> dict[str, Any]:
         entry = self._head(record, redact(record.getMessage()))
@@ -315,7 +315,7 @@ class LogWriter(logging.Handler):
             return self.format(item)
         if isinstance(self.formatter, JsonFormatter):
             return self.formatter.access_line(item)
-        return self.format(AccessRecord(*item))
+        return self.format(AccessRecord(item))
 
     def _dropped_record(self) -> logging.LogRecord:
         missed, self._reported = self.dropped - self._reported, self.dropped
@@ -365,19 +365,8 @@ class AccessRecord(logging.LogRecord):
     writes. `Logger.info` would look up its caller's frame, thread and process names for each
     request; an access line carries none of them."""
 
-    def __init__(
-        self,
-        name: str,
-        pid: int,
-        created: float,
-        method: str,
-        path: str,
-        status: int,
-        request_id: str,
-        duration_ms: float,
-        workflow: str | None,
-        outcome: str | None,
-    ) -> None:
+    def __init__(self, fields: AccessFields) -> None:
+        name, pid, created, method, path, status, request_id, duration, workflow, outcome = fields
         self.__dict__.update(_BLANK_RECORD)
         self.name = name
         self.msg = "%s %s %d"
@@ -390,7 +379,7 @@ class AccessRecord(logging.LogRecord):
         self.process = pid
         self.request_id = request_id
         self.status = status
-        self.duration_ms = duration_ms
+        self.duration_ms = duration
         self.workflow = workflow
         self.outcome = outcome
 
@@ -436,7 +425,7 @@ class AccessLog:
         if self._writer is not None:
             self._writer.put(fields)
         else:
-            logger.handle(AccessRecord(*fields))
+            logger.handle(AccessRecord(fields))
 
 
 def run_async(main: Coroutine[Any, Any, None]) -> None:
