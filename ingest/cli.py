@@ -59,7 +59,7 @@ def _load_definition(path: str) -> Any:
 
 
 async def create_workflow(settings: Settings, path: str) -> dict[str, Any]:
-    from ingest.views import created_document
+    from ingest.workflows import created_document
 
     definition = WorkflowDefinition.parse(_load_definition(path))
     async with store.open_pool(settings, size=1) as pool:
@@ -142,7 +142,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         applied = asyncio.run(migrate(settings))
         print(f"database is up to date ({len(applied)} migration(s) applied)")
     elif args.command == "serve":
-        from ingest.app import serve
+        from ingest.edge.app import serve
 
         serve(settings)
     elif args.command == "work":

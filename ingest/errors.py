@@ -23,7 +23,8 @@
     ├── ValueRefused           the database driver cannot encode a value of a request
     └── MigrationError         the database schema cannot be brought up to date
 
-Errors become HTTP statuses only in `ingest.views`; ack/nack/reject only in `worker.consumer`.
+Errors become HTTP statuses only in `ingest.edge.middleware`; ack/nack/reject only in
+`worker.consumer`.
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
-"""Per-request results: what each task request finally did, and the status documents about it.
+"""Per-request results: what each task request finally did.
 
 Results are written by workers in the same transaction as the task change they describe; the edge
-and the status URL only read them. A status URL names a request by a public id that carries an HMAC,
-so the edge can answer `pending` for a request it accepted (but no worker has finished) and 404 for
-an id it never issued, without a database write per request.
+and the status URL only read them (`ingest.edge.status` shows them, by signed public id).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,10 +14,10 @@ from typing import Any
 
 import orjson
 
-from ingest import opaque
 from ingest.fields import fits_utf8
 from ingest.messages import TaskRequest
 from ingest.store import Connection, Pool
+from ingest.tasks import Outcome
 from ingest.workflows import STAGE, TASK_URL
 
 _MAC_BYTES = 10
@@ -76,52 +72,21 @@ def result_of(
     )
 
 
-class RequestIds:
-    """Turns request UUIDs into signed public ids bound to their workflow, and back."""
-
-    def __init__(self, key: bytes) -> None:
-        self._key = key
-
-    def _mac(self, request_id: uuid.UUID, workflow_id: int) -> bytes:
-        message = request_id.bytes + workflow_id.to_bytes(8, "big")
-        return hmac.new(self._key, message, hashlib.sha256).digest()[:_MAC_BYTES]
-
-    def public(self, request_id: uuid.UUID, workflow_id: int) -> str:
-        return opaque.encode(request_id.bytes + self._mac(request_id, workflow_id))
-
-    def parse(self, public_id: str, workflow_id: int) -> uuid.UUID | None:
-        """The request's UUID, or None when the id was not issued for this workflow."""
-        raw = opaque.decode(public_id, 16 + _MAC_BYTES)
-        if raw is None:
-            return None
-        request_id = uuid.UUID(bytes=raw[:16])
-        if not hmac.compare_digest(raw[16:], self._mac(request_id, workflow_id)):
-            return None
-        return request_id
-
-
-def status_document(public_id: str, result: Result | None) -> dict[str, Any]:
-    """The body of a status URL: pending, or the final status code, outcome and task or errors."""
-    if result is None:
-        return {"id": public_id, "status": RequestStatus.PENDING.value}
-    document: dict[str, Any] = {
-        "id": public_id,
-        "status": result.status.value,
-        "http_status": result.http_status,
-        "outcome": result.outcome,
+#: The answer to a request that reuses an Idempotency-Key with a different body (never stored).
+KEY_REUSED_BODY = orjson.dumps(
+    {
+        "error": "idempotency_key_reused",
+        "message": "this Idempotency-Key was already used with a different request body",
     }
-    body = orjson.loads(result.body) if result.body else None
-    if body is None:
-        pass  # 204: nothing to show
-    elif result.http_status < 300 and not _is_note(body):
-        document["task"] = body
-    else:
-        # {"errors": {...}} for 422; {"error", "message"} otherwise, or for a result too large
-        # to keep (whose Task URL comes along).
-        document.update(body)
-    if result.completed_at is not None:
-        document["completed_at"] = result.completed_at.isoformat()
-    return document
+).decode()
+
+
+def answer_to(request: TaskRequest, stored: Result) -> Result:
+    """`stored` as the answer to `request`, unless `request` only shares its id: its
+    Idempotency-Key was used before with a different body, which is refused (422)."""
+    if stored.fingerprint is not None and stored.fingerprint != request.fingerprint:
+        return result_of(request, 422, Outcome.INVALID.value, KEY_REUSED_BODY)
+    return stored
 
 
 _SELECTED = (
@@ -176,7 +141,7 @@ _RESULT_COLUMNS = [
 _TOO_LARGE = "result_too_large"
 
 
-def _is_note(body: Any) -> bool:
+def is_note(body: Any) -> bool:
     """A `storable_body` note rather than a task (a task always has a Stage)."""
     return isinstance(body, dict) and body.get("error") == _TOO_LARGE and STAGE not in body
 

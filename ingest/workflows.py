@@ -336,3 +336,9 @@ def example(definition: WorkflowDefinition, url: str) -> dict[str, Any]:
         "example_curl": example_curl(url, payload),
         "task_schema": task_schema(definition),
     }
+
+
+def created_document(workflow: Workflow, token: str, base_url: str) -> dict[str, Any]:
+    """What creating a workflow answers: the workflow, its token (shown once) and the example."""
+    url = import_url(base_url, token)
+    return {**workflow.summary(base_url), "token": token, **example(workflow.definition, url)}

@@ -21,7 +21,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ingest import migrations, store
-from ingest.app import create_app
+from ingest.edge.app import create_app
 from ingest.settings import Settings
 from ingest.workflows import WorkflowDefinition
 from worker.consumer import Consumer

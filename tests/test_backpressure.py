@@ -5,7 +5,7 @@ from __future__ import annotations
 import aio_pika
 from aiohttp.test_utils import TestClient, TestServer
 
-from ingest.app import create_app
+from ingest.edge.app import create_app
 from tests.conftest import SEED_REQUEST
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.bodies import EXACT_PARSE_ON_LOOP_BYTES, accept_json_object
+from ingest.edge.bodies import EXACT_PARSE_ON_LOOP_BYTES, accept_json_object
 from ingest.errors import MalformedBody
 from ingest.messages import MAX_DEPTH
 

@@ -113,7 +113,7 @@ def test_the_image_install_step_works_in_a_fresh_venv(tmp_path):
         [str(venv / "bin" / "ingest"), "settings"], check=True, capture_output=True, text=True
     )
     assert "INGEST_DATABASE_URL" in done.stdout
-    code = "import worker.main, ingest.app, ingest.migrations as m; print(len(m.available()))"
+    code = "import worker.main, ingest.edge.app, ingest.migrations as m; print(len(m.available()))"
     done = subprocess.run(
         [str(venv / "bin" / "python"), "-c", code],
         check=True,

@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ingest.app import create_app
-from ingest.app_keys import METRICS
-from ingest.inflight import BODY_BUDGET, BodyBudget
+from ingest.edge.app import create_app
+from ingest.edge.inflight import BODY_BUDGET, BodyBudget
+from ingest.edge.keys import METRICS
 from ingest.settings import Settings
 from tests.conftest import SEED_REQUEST, service_env, spawn, wait_until
 

@@ -8,7 +8,7 @@ import string
 
 import pytest
 
-from ingest.cursors import Cursors, query_digest
+from ingest.edge.cursors import Cursors, query_digest
 from tests.conftest import SEED_REQUEST, wait_until
 
 SECRET = b"s" * 32

@@ -7,7 +7,7 @@ import json
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ingest.app import create_app
+from ingest.edge.app import create_app
 from tests.conftest import SEED_REQUEST, WorkerHandle, run_cli, wait_until
 
 

@@ -9,7 +9,7 @@ import resource
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ingest.app import create_app
+from ingest.edge.app import create_app
 from tests.conftest import SEED_REQUEST
 
 JSON = {"Content-Type": "application/json"}

@@ -107,7 +107,7 @@ async def test_no_log_line_shows_a_token_whatever_the_request(settings, make_wor
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     listed = next(line for line in lines if line.get("request_id") == "id-\\xff\\xfe")
     assert listed["msg"] == "GET /api/v1/workflows/<token>/tasks 200"
-    refused = [line["msg"] for line in lines if line["logger"] == "ingest.connections"]
+    refused = [line["msg"] for line in lines if line["logger"] == "ingest.edge.connections"]
     assert any("LineTooLong" in message for message in refused), refused
 
 

@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 import aio_pika
 import aiohttp
 
-from ingest.broker import Publisher, ensure_topology
+from ingest.broker import ensure_topology
+from ingest.edge.metrics import EdgeMetrics
+from ingest.edge.publisher import Publisher
 from ingest.messages import Operation, TaskRequest
-from ingest.metrics import EdgeMetrics
 from ingest.settings import Settings
 from tests.conftest import SEED_REQUEST, WorkerHandle, free_port
 

@@ -21,8 +21,8 @@ from openapi_spec_validator import validate
 from schemathesis.core.failures import FailureGroup
 from schemathesis.engine import events, from_schema
 
-from ingest import openapi
-from ingest.app import create_app
+from ingest.edge import openapi
+from ingest.edge.app import create_app
 from ingest.settings import Settings
 from tests.conftest import SEED_REQUEST
 

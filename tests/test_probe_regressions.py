@@ -12,10 +12,12 @@ import orjson
 import pytest
 from pydantic_core import PydanticCustomError
 
+from ingest.edge.preferences import parse_prefer
+from ingest.edge.request_ids import RequestIds
+from ingest.edge.status import status_document
 from ingest.errors import DefinitionError
 from ingest.fields import canonical_number, moment_text, to_datetime
-from ingest.preferences import parse_prefer
-from ingest.results import RequestIds, Result, status_document
+from ingest.results import Result
 from ingest.workflows import WorkflowDefinition
 from tests.conftest import SEED_REQUEST, run_cli
 

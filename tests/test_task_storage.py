@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ingest import filters
-from ingest.cursors import Cursors
+from ingest.edge import filters
+from ingest.edge.cursors import Cursors
 
 #: The plan of a field filter over 100,000 tasks (bench/README.md shows it with timings).
 _FILL = (

@@ -143,7 +143,7 @@ async def test_admin_api_needs_the_admin_token(client):
 async def test_admin_api_is_closed_without_an_admin_token(settings):
     from aiohttp.test_utils import TestClient, TestServer
 
-    from ingest.app import create_app
+    from ingest.edge.app import create_app
 
     closed = settings.model_copy(update={"admin_token": ""})
     async with TestClient(TestServer(create_app(closed), port=settings.port)) as client:

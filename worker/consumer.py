@@ -54,7 +54,6 @@ from ingest.messages import (
     TaskRequest,
     encode_replies,
 )
-from ingest.metrics import WorkerMetrics, serve_metrics
 from ingest.results import Result
 from ingest.settings import Settings
 from ingest.store import DATABASE_UNAVAILABLE, ENCODING_REFUSED, Connection
@@ -72,6 +71,7 @@ from worker.culprits import (
     verdict,
 )
 from worker.faults import FaultPoints
+from worker.metrics import WorkerMetrics, serve_metrics
 from worker.upsert import BatchApplier, RetryBatch
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from ingest.deadletters import DEAD_OUTCOME
 from ingest.errors import IngestError, MalformedBody
 from ingest.fields import encode_values, unique_key
 from ingest.messages import Operation, TaskRequest, parse_payload
-from ingest.results import Result, insert_results, result_of, stored_results
+from ingest.results import Result, answer_to, insert_results, result_of, stored_results
 from ingest.store import Connection, lock_tasks, workflow_by_id
 from ingest.tasks import Outcome, TaskPublicIds, TaskRecord, Value, render
 from ingest.workflows import Workflow
@@ -160,7 +160,7 @@ class BatchApplier:
                 await deadletters.record_request(conn, request, reason)
             if before_commit is not None:
                 await before_commit(conn)
-        return [_answer(r, done.get(r.id) or made.get(r.id) or gone[r.id]) for r in requests]
+        return [answer_to(r, done.get(r.id) or made.get(r.id) or gone[r.id]) for r in requests]
 
     async def _apply_workflow(
         self, conn: Connection, workflow: Workflow, requests: list[TaskRequest]
@@ -359,27 +359,9 @@ def _first_deliveries(
     return list(fresh.values())
 
 
-def _answer(request: TaskRequest, result: Result) -> Result:
-    """The stored result, unless this request only shares its id (an Idempotency-Key reused)."""
-    if result.fingerprint is not None and result.fingerprint != request.fingerprint:
-        return _key_reused(request)
-    return result
-
-
 def _workflow_gone(request: TaskRequest) -> Result:
     body = _json({"error": "not_found", "message": "the workflow of this request no longer exists"})
     return result_of(request, 404, Outcome.NOT_FOUND.value, body)
-
-
-def _key_reused(request: TaskRequest) -> Result:
-    """The answer to a request that reuses an Idempotency-Key with a different body (not stored)."""
-    body = _json(
-        {
-            "error": "idempotency_key_reused",
-            "message": "this Idempotency-Key was already used with a different request body",
-        }
-    )
-    return result_of(request, 422, Outcome.INVALID.value, body)
 
 
 def _update(state: _TaskState, parsed: Any) -> bool:

@@ -9,7 +9,7 @@ refused at once, with 503 and `Retry-After`, and the request lets go of what it 
 memory stays bounded however many clients send at once. A body costs a few times its size while
 it is in flight (raw bytes, text, broker frames), so the budget is a fraction of the memory it
 protects; what aiohttp reads ahead of the handler on each connection is bounded by its read
-buffer (see `ingest.connections`).
+buffer (see `ingest.edge.connections`).
 """
 
 from __future__ import annotations

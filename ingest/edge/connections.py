@@ -16,7 +16,7 @@ text while logging its raw request line (workflow token included). `EdgeServer` 
 
 and holds at most `connection_cap` connections: past it, the one idle the longest (no request in
 progress) is closed, so idle sockets can never lock a new client out. (The bytes of request bodies
-in flight are bounded by `ingest.inflight`.)
+in flight are bounded by `ingest.edge.inflight`.)
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ from aiohttp.http_exceptions import (
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from ingest.edge.responses import error_response
 from ingest.errors import UnsupportedContentEncoding
 from ingest.logs import escape_undecodable, redact
 from ingest.settings import Settings
-from ingest.views import error_response
 
 log = logging.getLogger(__name__)
 

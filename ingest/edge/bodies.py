@@ -8,7 +8,9 @@ import orjson
 from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestPayloadError
 
+from ingest.edge.inflight import charge_body
 from ingest.errors import (
+    BodyTimeout,
     BodyTooLarge,
     ClientDisconnected,
     MalformedBody,
@@ -16,8 +18,8 @@ from ingest.errors import (
     UnsupportedContentEncoding,
     UnsupportedMediaType,
 )
-from ingest.inflight import charge_body
 from ingest.messages import inspect_values, may_hold_refused_values, parse_payload
+from ingest.settings import Settings
 
 _CHUNK = 64 * 1024
 #: The usual spellings of a JSON content type, accepted without parsing the header.
@@ -137,3 +139,19 @@ async def accept_json_object(body: bytes) -> str:
         if may_hold_refused_values(text):
             inspect_values(value, strict_strings=False)  # orjson refuses lone surrogates itself
     return text
+
+
+async def read_within_deadline(request: web.Request, settings: Settings) -> bytes:
+    """The body, read against a deadline so slow senders cannot hold a connection for ever.
+    Every route that reads a body reads it here, so its Content-Encoding is checked here."""
+    check_content_encoding(request)
+    body = buffered_body(request, settings.max_body_bytes)
+    if body is not None:
+        return body
+    try:
+        async with asyncio.timeout(settings.body_read_timeout):
+            return await read_body(request, settings.max_body_bytes)
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the body did not arrive within {settings.body_read_timeout:g}s"
+        ) from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ingest.cursors import Cursors, query_digest
+from ingest.edge.cursors import Cursors, query_digest
 from ingest.errors import RequestError
 from ingest.fields import FieldType, Stored, filter_document, kind_of
 from ingest.store import TASK_COLUMNS, Connection, Pool, task_from_row

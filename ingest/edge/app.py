@@ -6,84 +6,31 @@ import asyncio
 import gc
 import logging
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import asyncpg
 from aio_pika.abc import AbstractConnection
 from aiohttp import web
 
 from ingest import store
-from ingest.app_keys import EDGE, METRICS, SETTINGS
-from ingest.broker import BrokerLink, Publisher, close_connection_with, ensure_topology
-from ingest.connections import connection_cap, install_connection_limits, raise_open_file_limit
-from ingest.cursors import Cursors
-from ingest.inflight import BODY_BUDGET, BodyBudget, hold_bodies
+from ingest.broker import BrokerLink, close_connection_with, ensure_topology
+from ingest.edge.connections import connection_cap, install_connection_limits, raise_open_file_limit
+from ingest.edge.context import Edge, WorkflowsByToken
+from ingest.edge.cursors import Cursors
+from ingest.edge.inflight import BODY_BUDGET, BodyBudget, hold_bodies
+from ingest.edge.keys import EDGE, METRICS, SETTINGS
+from ingest.edge.metrics import EdgeMetrics
+from ingest.edge.middleware import error_middleware, observe_requests
+from ingest.edge.publisher import Publisher
+from ingest.edge.ratelimit import RateLimiter
+from ingest.edge.replies import ReplyInbox
+from ingest.edge.request_ids import RequestIds
+from ingest.edge.routes import add_routes
 from ingest.logs import AccessLog, LogWriter
-from ingest.metrics import EdgeMetrics
-from ingest.ratelimit import RateLimiter
-from ingest.replies import ReplyInbox
-from ingest.results import RequestIds
 from ingest.settings import Settings
-from ingest.views import add_routes, error_middleware, observe_requests
-from ingest.workflows import Workflow, hash_token
 
 log = logging.getLogger(__name__)
-
-
-class WorkflowsByToken:
-    """Token → workflow, cached briefly so the hot path does no database read per request."""
-
-    def __init__(self, pool: asyncpg.Pool, ttl: float, size: int = 10_000) -> None:
-        self._pool = pool
-        self._ttl = ttl
-        self._size = size
-        self._cached: dict[bytes, tuple[float, Workflow]] = {}
-
-    async def by_token(self, token: str) -> Workflow | None:
-        key = hash_token(token)
-        now = time.monotonic()
-        hit = self._cached.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        workflow = await store.workflow_by_token(self._pool, token)
-        if workflow is not None and self._ttl > 0:
-            if len(self._cached) >= self._size:
-                self._cached.clear()
-            self._cached[key] = (now + self._ttl, workflow)
-        return workflow
-
-
-@dataclass(slots=True)
-class Edge:
-    """Everything a request handler needs, owned by the application's lifetime."""
-
-    settings: Settings
-    metrics: EdgeMetrics
-    pool: asyncpg.Pool
-    link: BrokerLink
-    publisher: Publisher
-    inbox: ReplyInbox
-    request_ids: RequestIds
-    cursors: Cursors
-    workflows: WorkflowsByToken
-    rate_limiter: RateLimiter
-
-    async def problems(self) -> list[str]:
-        """What keeps this edge from serving; empty when ready."""
-        found = []
-        try:
-            async with asyncio.timeout(2):
-                await self.pool.fetchval("SELECT 1")
-        except Exception as exc:
-            found.append(f"database unreachable: {type(exc).__name__}")
-        if not self.link.connected.is_set() or not self.publisher.attached:
-            found.append("broker unreachable")
-        if not self.inbox.attached:
-            found.append("reply consumer not attached")
-        return found
 
 
 async def _request_id_key(settings: Settings, pool: asyncpg.Pool) -> bytes:

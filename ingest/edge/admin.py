@@ -1,0 +1,64 @@
+"""The admin API: workflows, behind the admin token."""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+
+from ingest import store
+from ingest.edge.bodies import accept_json_object, check_content_type, read_within_deadline
+from ingest.edge.keys import EDGE, SETTINGS
+from ingest.edge.paths import path_id
+from ingest.edge.responses import json_response
+from ingest.errors import Forbidden, NotFound, Unauthorized
+from ingest.messages import parse_payload
+from ingest.workflows import Workflow, WorkflowDefinition, created_document, example, import_url
+
+
+def _require_admin(request: web.Request) -> None:
+    expected = request.app[SETTINGS].admin_token
+    if not expected:
+        raise Forbidden("the admin API is disabled: set INGEST_ADMIN_TOKEN to enable it")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    given_bytes = given.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, expected.encode()):
+        raise Unauthorized("send the admin token as 'Authorization: Bearer <token>'")
+
+
+async def create_workflow(request: web.Request) -> web.Response:
+    _require_admin(request)
+    settings, edge = request.app[SETTINGS], request.app[EDGE]
+    check_content_type(request)
+    body = await accept_json_object(await read_within_deadline(request, settings))
+    definition = WorkflowDefinition.parse(parse_payload(body))
+    workflow, token = await store.create_workflow(edge.pool, definition)
+    return json_response(created_document(workflow, token, settings.base_url), 201)
+
+
+async def list_workflows(request: web.Request) -> web.Response:
+    _require_admin(request)
+    settings, edge = request.app[SETTINGS], request.app[EDGE]
+    workflows = await store.list_workflows(edge.pool)
+    return json_response([w.summary(settings.base_url) for w in workflows])
+
+
+async def _admin_workflow(request: web.Request) -> Workflow:
+    _require_admin(request)
+    workflow = await store.workflow_by_public_id(
+        request.app[EDGE].pool, path_id(request, "workflow_id")
+    )
+    if workflow is None:
+        raise NotFound("no workflow has this id")
+    return workflow
+
+
+async def get_workflow(request: web.Request) -> web.Response:
+    workflow = await _admin_workflow(request)
+    return json_response(workflow.summary(request.app[SETTINGS].base_url))
+
+
+async def workflow_example(request: web.Request) -> web.Response:
+    workflow = await _admin_workflow(request)
+    url = import_url(request.app[SETTINGS].base_url, "<token>")
+    return json_response(example(workflow.definition, url))

@@ -1,0 +1,45 @@
+"""Health, metrics and the API's own description: what probes, Prometheus and people read."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from ingest.edge import openapi
+from ingest.edge.keys import EDGE, METRICS, SETTINGS
+from ingest.edge.responses import JSON, json_response
+from ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ingest.metrics import exposition
+
+_OK = orjson.dumps({"status": "ok"})
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return json_response(openapi.spec(request.app[SETTINGS].base_url))
+
+
+async def openapi_docs(request: web.Request) -> web.Response:
+    page = openapi.docs_html(openapi.spec(request.app[SETTINGS].base_url))
+    return web.Response(text=page, content_type="text/html")
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    if EDGE in request.app:
+        pool = request.app[EDGE].pool
+        metrics.pool_size.set(pool.get_size())
+        metrics.pool_idle.set(pool.get_idle_size())
+    response = web.Response(body=exposition(metrics.registry))
+    response.headers["Content-Type"] = METRICS_CONTENT_TYPE
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(body=_OK, content_type=JSON)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    problems = await request.app[EDGE].problems()
+    if problems:
+        return json_response({"status": "unavailable", "problems": problems}, 503)
+    return web.Response(body=_OK, content_type=JSON)

@@ -1,0 +1,18 @@
+"""Typed keys of the aiohttp application and of its requests."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ingest.edge.context import Edge
+from ingest.edge.metrics import EdgeMetrics
+from ingest.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+EDGE = web.AppKey("edge", Edge)
+METRICS = web.AppKey("metrics", EdgeMetrics)
+
+#: Per-request facts the access log reports.
+REQUEST_ID = web.RequestKey("request_id", str)
+WORKFLOW = web.RequestKey("workflow", str)
+OUTCOME = web.RequestKey("outcome", str)

@@ -1,0 +1,106 @@
+"""A worker's metrics, and the small HTTP server that shows them and its health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ingest.metrics import BATCH_BUCKETS, CONTENT_TYPE, LATENCY_BUCKETS, exposition, pool_gauges
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.batch = Histogram(
+            "ingest_worker_batch_requests",
+            "Task requests applied per transaction.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "ingest_worker_batch_duration_seconds",
+            "Time to apply and commit one batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.outcomes = Counter(
+            "ingest_task_outcomes_total",
+            "Task requests finished, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "ingest_end_to_end_seconds",
+            "Time from a request's arrival at the edge to its commit.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "ingest_worker_retries_total",
+            "Batches retried, by kind (transient, race, isolate).",
+            ["kind"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "ingest_dead_letters_total",
+            "Requests of messages the broker dead-lettered, recorded (a worker's own verdicts"
+            " count as outcome dead).",
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "ingest_queue_depth_messages", "Messages ready in the task queue.", registry=r
+        )
+        self.consuming = Gauge(
+            "ingest_worker_consuming", "1 while the consumer is attached to the queue.", registry=r
+        )
+        self.pool_size, self.pool_idle = pool_gauges(r)
+
+
+@contextlib.asynccontextmanager
+async def serve_metrics(
+    host: str, port: int, registry: CollectorRegistry, healthy: Callable[[], bool]
+) -> AsyncIterator[None]:
+    """A tiny HTTP server: `/metrics` and `/healthz` (200 while `healthy()`), nothing else.
+
+    Workers do not load aiohttp, so this speaks just enough HTTP/1.0 for Prometheus and probes.
+    """
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            path = line.split()[1].decode() if len(line.split()) > 1 else "/"
+            if path.startswith("/metrics"):
+                status, body, kind = "200 OK", exposition(registry), CONTENT_TYPE
+            elif path.startswith("/healthz"):
+                ok = healthy()
+                status = "200 OK" if ok else "503 Service Unavailable"
+                body, kind = (
+                    (b'{"status":"ok"}' if ok else b'{"status":"down"}'),
+                    "application/json",
+                )
+            else:
+                status, body, kind = "404 Not Found", b'{"error":"not_found"}', "application/json"
+            head = (
+                f"HTTP/1.0 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            writer.write(head.encode() + body)
+            await asyncio.wait_for(writer.drain(), 5)
+        except (TimeoutError, OSError, UnicodeDecodeError):
+            pass
+        finally:
+            writer.close()
+
+    if port == 0:
+        yield
+        return
+    server = await asyncio.start_server(handle, host, port, reuse_address=True)
+    try:
+        yield
+    finally:
+        server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 5)
