@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 #: `make test` runs everything but the slow part of the fault suite; `make chaos` runs all of it.
 TEST_MARKERS ?= not chaos or ci
 
-.PHONY: install run test chaos lint fmt bench clean readme constraints
+.PHONY: install run test test-unit chaos lint fmt bench clean readme constraints
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ run: install
 ## The whole test suite against the local Postgres and RabbitMQ.
 test: install
 	$(BIN)/pytest -m "$(TEST_MARKERS)" $(PYTEST_ARGS)
+
+## The unit tests alone: pure modules, no Postgres or RabbitMQ needed, in seconds.
+test-unit: install
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 ## The whole fault suite: private Postgres and RabbitMQ, kills, restarts, cuts (several minutes).
 chaos: install

@@ -20,7 +20,7 @@ from ingest.broker import Topology, ensure_topology
 from ingest.errors import ConfigError, DefinitionError, IngestError
 from ingest.logs import configure_logging, run_async
 from ingest.settings import Settings, settings_table
-from ingest.workflows import WorkflowDefinition
+from ingest.workflows import CreatedWorkflow, WorkflowDefinition, WorkflowSummary, created_document
 
 
 def _settings() -> Settings:
@@ -58,16 +58,14 @@ def _load_definition(path: str) -> Any:
         raise DefinitionError([f"{path} is neither JSON nor YAML: {exc}"]) from None
 
 
-async def create_workflow(settings: Settings, path: str) -> dict[str, Any]:
-    from ingest.workflows import created_document
-
+async def create_workflow(settings: Settings, path: str) -> CreatedWorkflow:
     definition = WorkflowDefinition.parse(_load_definition(path))
     async with store.open_pool(settings, size=1) as pool:
         workflow, token = await store.create_workflow(pool, definition)
     return created_document(workflow, token, settings.base_url)
 
 
-async def list_workflows(settings: Settings) -> list[dict[str, Any]]:
+async def list_workflows(settings: Settings) -> list[WorkflowSummary]:
     async with store.open_pool(settings, size=1) as pool:
         return [w.summary(settings.base_url) for w in await store.list_workflows(pool)]
 

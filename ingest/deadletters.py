@@ -5,27 +5,24 @@ A request is dead-lettered alone when it fails by itself with an error that is n
 delivery limit without a final result for it (a worker crashing on it; the broker dead-letters the
 message and a worker records one letter per unfinished request). Its status URL says `failed`
 (500 `dead_lettered`); operators list and replay letters (`ingest dlq list`, `ingest dlq replay`),
-which publishes their requests again, not the messages they came in.
+which publishes their requests again, not the messages they came in. The `dead` results that go
+with the letters are written and removed by `ingest.results`, like every result.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import aio_pika
-import orjson
 from aio_pika.abc import AbstractExchange, DeliveryMode
 
+from ingest import results
 from ingest.errors import DecodeError
 from ingest.messages import CONTENT_TYPE, TASKS_MESSAGE_TYPE, TaskBatch, TaskRequest
 from ingest.store import Connection, Pool
-
-DEAD_OUTCOME = "dead"
-DEAD_STATUS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,19 +53,9 @@ def death_reason(headers: dict[str, Any] | None) -> str:
     return "unknown"
 
 
-def failure_body() -> str:
-    """The answer of a dead-lettered request: its own 500 (why is for operators: `dlq list`)."""
-    return orjson.dumps(
-        {
-            "error": "dead_lettered",
-            "message": "the request could not be processed; it is kept for an operator to replay",
-        }
-    ).decode()
-
-
 async def record_request(conn: Connection, request: TaskRequest, reason: str) -> int:
-    """Keep one request that cannot be applied as a dead letter of its own (its result, `dead`,
-    is written by the caller in the same transaction)."""
+    """Keep one request that cannot be applied as a dead letter of its own (its result,
+    `results.dead_lettered`, is written by the caller in the same transaction)."""
     (letter_id,) = await _insert_letters(conn, request.id.hex, reason, [request])
     return letter_id
 
@@ -91,25 +78,12 @@ async def record(conn: Connection, message_id: str | None, body: bytes, reason: 
                 reason,
             )
             return [letter_id]
-        done = await _finished(conn, batch.requests)
+        done = await results.finished(conn, [r.id for r in batch.requests])
         requests = list({r.id: r for r in batch.requests if r.id not in done}.values())
         if not requests:
             return []
         letters = await _insert_letters(conn, message_id, reason, requests)
-        await conn.execute(
-            "INSERT INTO request_results"
-            " (request_id, workflow_id, http_status, outcome, body, received_at)"
-            " SELECT r.id, r.wf, $3, $4, $5, to_timestamp(r.at)"
-            " FROM unnest($1::uuid[], $2::bigint[], $6::float8[]) AS r(id, wf, at)"
-            " WHERE EXISTS (SELECT 1 FROM workflows w WHERE w.id = r.wf)"
-            " ON CONFLICT (request_id) DO NOTHING",
-            [r.id for r in requests],
-            [r.workflow_id for r in requests],
-            DEAD_STATUS,
-            DEAD_OUTCOME,
-            failure_body(),
-            [r.received_at for r in requests],
-        )
+        await results.insert_dead_results(conn, requests)
     return letters
 
 
@@ -126,15 +100,6 @@ async def _insert_letters(
         [r.id for r in requests],
     )
     return [row["id"] for row in rows]
-
-
-async def _finished(conn: Connection, requests: Iterable[TaskRequest]) -> set[uuid.UUID]:
-    """Which of these requests have a final result."""
-    rows = await conn.fetch(
-        "SELECT request_id FROM request_results WHERE request_id = ANY($1::uuid[])",
-        [r.id for r in requests],
-    )
-    return {row["request_id"] for row in rows}
 
 
 def _letter(row: Any) -> DeadLetter:
@@ -178,41 +143,52 @@ async def replay(
     replayed = finished = 0
     unreadable: list[int] = []
     async with pool.acquire(timeout=10) as conn:
-        query = "SELECT * FROM dead_letters ORDER BY id"
-        rows = (
-            await conn.fetch(query)
-            if ids is None
-            else await conn.fetch(
-                "SELECT * FROM dead_letters WHERE id = ANY($1::bigint[]) ORDER BY id", ids
-            )
-        )
-        for letter in (_letter(row) for row in rows):
+        for letter in await _letters(conn, ids):
             try:
                 batch = TaskBatch.decode(letter.body)
             except DecodeError:
                 unreadable.append(letter.id)
                 continue
-            async with conn.transaction():
-                await conn.execute(
-                    "DELETE FROM request_results"
-                    " WHERE request_id = ANY($1::uuid[]) AND outcome = $2",
-                    letter.request_ids,
-                    DEAD_OUTCOME,
-                )
-                await conn.execute("DELETE FROM dead_letters WHERE id = $1", letter.id)
-                done = await _finished(conn, batch.requests)
-                pending = tuple(r for r in batch.requests if r.id not in done)
-                if not pending:
-                    finished += 1
-                    continue
-                await exchange.publish(
-                    _replay_message(letter, TaskBatch(pending)),
-                    routing_key=routing_key,
-                    mandatory=True,
-                    timeout=10,
-                )
+            if await _replay_letter(conn, letter, batch, exchange, routing_key):
                 replayed += 1
+            else:
+                finished += 1
     return Replay(replayed, finished, unreadable)
+
+
+async def _letters(conn: Connection, ids: list[int] | None) -> list[DeadLetter]:
+    if ids is None:
+        rows = await conn.fetch("SELECT * FROM dead_letters ORDER BY id")
+    else:
+        rows = await conn.fetch(
+            "SELECT * FROM dead_letters WHERE id = ANY($1::bigint[]) ORDER BY id", ids
+        )
+    return [_letter(row) for row in rows]
+
+
+async def _replay_letter(
+    conn: Connection,
+    letter: DeadLetter,
+    batch: TaskBatch,
+    exchange: AbstractExchange,
+    routing_key: str,
+) -> bool:
+    """Remove the letter and its `dead` results, publishing its unfinished requests again before
+    that commits; False when it has none left (nothing is published)."""
+    async with conn.transaction():
+        await results.forget_dead_results(conn, letter.request_ids)
+        await conn.execute("DELETE FROM dead_letters WHERE id = $1", letter.id)
+        done = await results.finished(conn, [r.id for r in batch.requests])
+        pending = tuple(r for r in batch.requests if r.id not in done)
+        if not pending:
+            return False
+        await exchange.publish(
+            _replay_message(letter, TaskBatch(pending)),
+            routing_key=routing_key,
+            mandatory=True,
+            timeout=10,
+        )
+        return True
 
 
 def _replay_message(letter: DeadLetter, batch: TaskBatch) -> aio_pika.Message:

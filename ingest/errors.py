@@ -21,10 +21,17 @@
     │   └── Backlogged         the edge's publish backlog is full
     ├── DecodeError            a wire message cannot be decoded (poison)
     ├── ValueRefused           the database driver cannot encode a value of a request
-    └── MigrationError         the database schema cannot be brought up to date
+    ├── MigrationError         the database schema cannot be brought up to date
+    │
+    │   raised in the worker (`worker/`), never seen by a client:
+    ├── Retry                  messages go back to the broker (nack, requeue)   worker.decisions
+    ├── Reject                 a message can never be applied (dead-lettered)   worker.decisions
+    ├── RetryBatch             a batch lost a race and runs again              worker.upsert
+    ├── UnknownWorkflow        a request names a workflow version not stored    worker.upsert
+    └── WorkerKilled           a worker died applying this request alone        worker.culprits
 
 Errors become HTTP statuses only in `ingest.edge.middleware`; ack/nack/reject only in
-`worker.consumer`.
+`worker.consumer` (`Consumer._conclude`).
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from ingest.fields import has_lone_surrogate
 from ingest.settings import Settings
+from ingest.values import has_lone_surrogate
 
 #: What a workflow token looks like wherever it is:
 #:

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from ingest.errors import DecodeError, MalformedBody
-from ingest.fields import MAX_NUMBER_DIGITS, has_lone_surrogate, read_number
+from ingest.values import MAX_NUMBER_DIGITS, has_lone_surrogate, read_number
 
 WIRE_VERSION = 1
 CONTENT_TYPE = "application/json"
@@ -32,7 +32,7 @@ class Operation(StrEnum):
 
     UPSERT = "upsert"  #: POST: update by Unique ID, or create
     UPDATE = "update"  #: PUT: update by Unique ID, 404 when missing
-    DELETE = "delete"  #: DELETE: remove the task whose key the body names, 404 when missing
+    DELETE = "delete"  #: DELETE: remove the task the body names (`delete_body`), 404 when missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,7 @@ class TaskRequest:
     body: str
     received_at: float
     #: Sent with an Idempotency-Key: its id may already have a result from an earlier message.
-    keyed: bool = False
+    idempotent: bool = False
     #: A client waits for the answer, so the worker sends a reply after commit.
     wants_reply: bool = True
 
@@ -63,7 +63,7 @@ class TaskRequest:
             "op": self.operation.value,
             "body": self.body,
             "at": self.received_at,
-            "key": self.keyed,
+            "idempotent": self.idempotent,
             "reply": self.wants_reply,
         }
 
@@ -76,9 +76,27 @@ class TaskRequest:
             operation=Operation(raw["op"]),
             body=str(raw["body"]),
             received_at=float(raw["at"]),
-            keyed=bool(raw.get("key", True)),
+            # Older versions sent the flag as "key". Absent, it is assumed set: that
+            # costs a look-up of a stored result, never a second effect.
+            idempotent=bool(raw.get("idempotent", raw.get("key", True))),
             wants_reply=bool(raw.get("reply", True)),
         )
+
+
+#: The member of a delete's body that names the task by its Unique ID value. The wire keeps this
+#: name: a worker of an older version reads only it (another name would make it answer 404).
+_DELETED_UNIQUE_VALUE = "key"
+
+
+def delete_body(unique_value: str) -> str:
+    """The body of a delete request: the Unique ID value (canonical text) of the task to delete."""
+    return orjson.dumps({_DELETED_UNIQUE_VALUE: unique_value}).decode()
+
+
+def unique_value_to_delete(payload: dict[str, Any]) -> str | None:
+    """The Unique ID value a `delete_body` names (None: none)."""
+    value = payload.get(_DELETED_UNIQUE_VALUE)
+    return value if isinstance(value, str) and value else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +180,9 @@ def decode_replies(data: bytes) -> list[Reply]:
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0a6f4e-3c1d-4f7a-9f7e-1d2c3b4a5f60")
 
 
-def idempotent_request_id(workflow_id: int, key: str) -> uuid.UUID:
+def idempotent_request_id(workflow_id: int, idempotency_key: str) -> uuid.UUID:
     """The request id an Idempotency-Key stands for: every retry with the key gets the same id."""
-    return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{workflow_id}/{key}")
+    return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{workflow_id}/{idempotency_key}")
 
 
 #: Deepest nesting a task body may have: the worker's parser must read whatever the edge accepts.

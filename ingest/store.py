@@ -171,7 +171,7 @@ def task_from_row(row: asyncpg.Record) -> TaskRecord:
     return TaskRecord(
         id=row["id"],
         public_id=row["public_id"],
-        unique_key=row["unique_key"],
+        unique_value=row["unique_key"],
         stage=row["stage"],
         assigned_to=row["assigned_to"],
         values=decode_values(row["fields"]),
@@ -187,8 +187,11 @@ async def task_by_public_id(pool: Pool, workflow_id: int, public_id: str) -> Tas
     return await _one_task(pool, "public_id", workflow_id, public_id)
 
 
-async def task_by_key(pool: Pool, workflow_id: int, unique_key: str) -> TaskRecord | None:
-    return await _one_task(pool, "unique_key", workflow_id, unique_key)
+async def task_by_unique_value(
+    pool: Pool, workflow_id: int, unique_value: str
+) -> TaskRecord | None:
+    """The task whose Unique ID value (canonical text, `ingest.fields`) is `unique_value`."""
+    return await _one_task(pool, "unique_key", workflow_id, unique_value)
 
 
 async def _one_task(pool: Pool, column: str, workflow_id: int, value: str) -> TaskRecord | None:
@@ -201,20 +204,20 @@ async def _one_task(pool: Pool, column: str, workflow_id: int, value: str) -> Ta
 
 
 async def lock_tasks(
-    conn: Connection, workflow_id: int, unique_keys: list[str]
+    conn: Connection, workflow_id: int, unique_values: list[str]
 ) -> dict[str, TaskRecord]:
-    """Existing tasks with these keys, locked for update until the transaction ends.
+    """Existing tasks with these Unique ID values, locked for update until the transaction ends.
 
-    One equality probe of the unique index per key, locked in key order (callers sort the keys,
-    so concurrent workers lock in one order). `unique_key = ANY(keys)` reads the same, but with
+    One equality probe of the unique index per value, locked in value order (callers sort them,
+    so concurrent workers lock in one order). `unique_key = ANY(values)` reads the same, but with
     stale statistics (a workflow that grew since the last ANALYZE) the planner scans every task
     of the workflow instead: 5 ms instead of 0.5 ms a batch at 30k tasks, and growing.
     """
     rows = await conn.fetch(
-        "SELECT t.* FROM unnest($2::text[]) AS k(key) CROSS JOIN LATERAL"
-        f" (SELECT {TASK_COLUMNS} FROM tasks WHERE workflow_id = $1 AND unique_key = k.key"
+        "SELECT t.* FROM unnest($2::text[]) AS v(value) CROSS JOIN LATERAL"
+        f" (SELECT {TASK_COLUMNS} FROM tasks WHERE workflow_id = $1 AND unique_key = v.value"
         "  FOR UPDATE) AS t",
         workflow_id,
-        unique_keys,
+        unique_values,
     )
     return {row["unique_key"]: task_from_row(row) for row in rows}

@@ -10,34 +10,24 @@ from __future__ import annotations
 import base64
 import os
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-from ingest.fields import Stored, kind_of
+from ingest.fields import kind_of
+from ingest.values import Stored
 from ingest.workflows import ASSIGNED_TO, STAGE, TASK_URL, Workflow
 
 #: A field's value as a task holds it (None: unset).
 Value = Stored | None
 
 
-class Outcome(StrEnum):
-    """What a task request did."""
-
-    CREATED = "created"  #: a new task
-    UPDATED = "updated"  #: an existing task changed
-    UNCHANGED = "unchanged"  #: an existing task already had these values
-    INVALID = "invalid"  #: rejected by validation (422)
-    NOT_FOUND = "not_found"  #: an update-only request named no task (404)
-    DELETED = "deleted"  #: a task was deleted
-    DEAD = "dead"  #: the request could not be processed and was dead-lettered
-
-
 @dataclass(slots=True)
 class TaskRecord:
-    """One task as stored: built-ins plus values by field id."""
+    """One task as stored: built-ins plus values by field id. `unique_value` is its Unique ID
+    value in canonical text (its public id where the workflow has no Unique ID field); the
+    column that holds it is named `unique_key`."""
 
     public_id: str
-    unique_key: str
+    unique_value: str
     stage: str
     assigned_to: str | None
     values: dict[int, Stored] = field(default_factory=dict)

@@ -11,39 +11,40 @@ import hashlib
 import secrets
 import shlex
 from collections.abc import Callable, Iterable
-from typing import Any, Self
+from typing import Annotated, Any, Self, cast
 
 import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetPydanticSchema,
     ValidationError,
     ValidationInfo,
     model_validator,
 )
+from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
 from ingest.errors import DefinitionError
 from ingest.fields import (
+    MAX_NAME_CHARS,
     OPTION_TYPES,
     UNIQUE_ID_TYPES,
+    FieldSpec,
     FieldType,
-    has_lone_surrogate,
-    is_email,
     kind_of,
 )
+from ingest.values import has_lone_surrogate, is_email
 
 #: Field ids are small integers (they key typed values in Postgres' integer column). A new
 #: definition's ids, numbered ones included, go up to MAX_FIELD_ID.
 MAX_FIELD_ID = 100_000
-#: The most a stored definition may hold: what the integer column holds.
-_MAX_STORED_FIELD_ID = 2**31 - 1
 #: Bounds a new definition keeps. A stored definition is read back as it was stored, so a bound
 #: that tightens never locks an existing workflow out.
-MAX_NAME_CHARS = 200
 MAX_FIELDS = 1000
 MAX_OPTIONS = 1000
-#: 2,000 UTF-8 bytes at most: an option always fits as a Unique ID (`ingest.tasks.MAX_KEY_BYTES`).
+#: 2,000 UTF-8 bytes at most: an option always fits as a Unique ID
+#: (`ingest.values.MAX_UNIQUE_VALUE_BYTES`).
 MAX_OPTION_CHARS = 500
 MAX_STAGES = 100
 #: Stages are indexed with their workflow (`tasks_workflow_stage`): short keeps the index healthy.
@@ -61,19 +62,6 @@ CURSOR = "cursor"
 PAGING = frozenset({LIMIT, CURSOR})
 
 
-class FieldSpec(BaseModel):
-    """One typed field of a workflow."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
-    type: FieldType
-    required: bool = False
-    options: tuple[str, ...] = ()
-    #: Stable id of the field inside its workflow; assigned on create, kept across renames.
-    id: int = Field(default=0, ge=0, le=_MAX_STORED_FIELD_ID, strict=True)
-
-
 class WorkflowDefinition(BaseModel):
     """What a user writes to create a workflow."""
 
@@ -81,9 +69,16 @@ class WorkflowDefinition(BaseModel):
 
     name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     fields: tuple[FieldSpec, ...] = Field(default=(), max_length=MAX_FIELDS)
-    unique_id: str | None = None
-    stages: tuple[str, ...] = ("Not Started", "In Progress", "Done")
-    members: tuple[str, ...] = ()
+    unique_id: str | None = Field(
+        default=None, description="The field whose value identifies a task (upsert key)."
+    )
+    stages: tuple[str, ...] = Field(
+        default=("Not Started", "In Progress", "Done"),
+        description="The first stage is a new task's default.",
+    )
+    members: tuple[str, ...] = Field(
+        default=(), description="E-mail addresses of the people tasks can be assigned to."
+    )
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Self:
@@ -258,14 +253,72 @@ class Workflow(BaseModel):
     def default_stage(self) -> str:
         return self.definition.stages[0]
 
-    def summary(self, base_url: str) -> dict[str, Any]:
+    def summary(self, base_url: str) -> WorkflowSummary:
         """The admin view of a workflow (never the token: only its hash is kept)."""
+        # A definition dumps to exactly DefinitionJson's keys (tests/test_openapi_routes.py).
+        definition = cast(DefinitionJson, self.definition.model_dump(mode="json"))
         return {
             "id": self.public_id,
             "version": self.version,
-            **self.definition.model_dump(mode="json"),
+            **definition,
             "import_url": import_url(base_url, "<token>"),
         }
+
+
+# ------------------------------------------------------------- what the admin API and CLI show
+
+#: A field as JSON (`FieldSpec.model_dump(mode="json")`), which JSON Schemas describe as FieldSpec.
+FieldJson = Annotated[dict[str, Any], GetPydanticSchema(lambda _type, handler: handler(FieldSpec))]
+
+
+class DefinitionJson(TypedDict):
+    """A workflow definition as JSON (`WorkflowDefinition.model_dump(mode="json")`)."""
+
+    name: str
+    fields: list[FieldJson]
+    unique_id: Annotated[
+        str | None, Field(description="The field whose value identifies a task (upsert key).")
+    ]
+    stages: Annotated[list[str], Field(description="The first stage is a new task's default.")]
+    members: Annotated[
+        list[str], Field(description="E-mail addresses of the people tasks can be assigned to.")
+    ]
+
+
+class WorkflowSummary(DefinitionJson):
+    """A stored workflow as the admin API shows it (never its token: only a hash of it is kept)."""
+
+    id: Annotated[str, Field(description="Public id (as in its Task URLs).")]
+    version: Annotated[int, Field(ge=1)]
+    import_url: Annotated[
+        str, Field(description="The import URL, with `<token>` standing for the token.")
+    ]
+
+
+class WorkflowExample(TypedDict):
+    """What Flowdash's "Import from API" modal shows (the import URL, a sample task, a cURL
+    request), and the JSON Schema of a task body."""
+
+    import_url: Annotated[
+        str,
+        Field(description="The import URL (`<token>` stands for the token, save when created)."),
+    ]
+    example_payload: dict[str, Any]
+    example_curl: str
+    task_schema: Annotated[
+        dict[str, Any],
+        Field(
+            description="The JSON Schema of this workflow's task bodies (each field as its type "
+            "accepts it; `x-required-on-create` names the fields a new task needs)."
+        ),
+    ]
+
+
+class CreatedWorkflow(WorkflowSummary, WorkflowExample):
+    """A new workflow: its summary, its secret `token` (shown only this once) and the import
+    example with the real import URL."""
+
+    token: Annotated[str, Field(min_length=1)]
 
 
 def new_token() -> str:
@@ -326,7 +379,7 @@ def task_schema(definition: WorkflowDefinition) -> dict[str, Any]:
     }
 
 
-def example(definition: WorkflowDefinition, url: str) -> dict[str, Any]:
+def example(definition: WorkflowDefinition, url: str) -> WorkflowExample:
     """What the Flowdash "Import from API" modal shows: URL, sample payload, cURL; and the JSON
     Schema of a task body."""
     payload = example_payload(definition)
@@ -338,7 +391,7 @@ def example(definition: WorkflowDefinition, url: str) -> dict[str, Any]:
     }
 
 
-def created_document(workflow: Workflow, token: str, base_url: str) -> dict[str, Any]:
+def created_document(workflow: Workflow, token: str, base_url: str) -> CreatedWorkflow:
     """What creating a workflow answers: the workflow, its token (shown once) and the example."""
     url = import_url(base_url, token)
     return {**workflow.summary(base_url), "token": token, **example(workflow.definition, url)}

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import logging
 import os
-import secrets
 import signal
 
 import aiohttp
-import pytest
 
-from ingest.logs import AccessLog, JsonFormatter, LogWriter, RedactingFormatter, redact
 from tests.conftest import SEED_REQUEST, service_env, spawn, wait_until
 from tests.test_connections import exchange, running_edge
 
@@ -111,137 +106,6 @@ async def test_no_log_line_shows_a_token_whatever_the_request(settings, make_wor
     assert any("LineTooLong" in message for message in refused), refused
 
 
-def test_a_field_that_is_not_utf8_is_escaped_and_the_line_kept():
-    formatter = JsonFormatter()
-    record = logging.makeLogRecord(
-        {"msg": "GET %s", "args": ("/a\udcff",), "request_id": "id-\udcfe", "n": 1}
-    )
-    line = json.loads(formatter.format(record))
-    assert (line["msg"], line["request_id"], line["n"]) == ("GET /a\\xff", "id-\\xfe", 1)
-
-
-def test_a_record_whose_arguments_do_not_format_still_makes_a_line():
-    record = logging.makeLogRecord({"msg": "%d requests", "args": ("many",), "levelname": "INFO"})
-    line = json.loads(JsonFormatter().format(record))
-    assert "%d requests" in line["msg"]
-    assert line["level"] == "INFO"
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        "b'/api/v1/workflows/{dots}{token}...'",
-        "b'/api/v1/workflows/{dots}{cut}...'",
-        "bytearray(b'/api/v1/workflows/{dots}{cut}...')",
-        "/api/v1/workflows//./../{token}/tasks",
-        "/api/v1/workflows/%2E%2E%2F%2e/{token}/tasks",
-        "/api/v1/workflows%2F{token}/tasks",
-        "/api/v2/Workflows/\\{token}/tasks",
-        "b'/x/{cut}...'",
-    ],
-)
-def test_a_token_is_hidden_however_the_path_reaches_it_and_wherever_it_is_cut(line):
-    token = secrets.token_urlsafe(32)
-    text = line.format(dots="./" * 22, token=token, cut=token[:20])
-    hidden = redact(text)
-    assert token[:16] not in hidden, hidden
-    assert token[-16:] not in hidden, hidden
-    assert "<token>" in hidden or "<redacted>" in hidden
-
-
-def test_ids_and_module_paths_stay_readable():
-    line = (
-        "request 0123456789abcdef0123456789abcdef applied by ingest.workflows.WorkflowDefinition "
-        "at /workflows/abcd1234/tasks/5"
-    )
-    assert redact(line) == line
-
-
-def test_text_lines_hide_tokens_too():
-    token = secrets.token_urlsafe(32)
-    record = logging.makeLogRecord({"msg": "GET /API/v1/workflows/%s/tasks", "args": (token,)})
-    text = RedactingFormatter("%(message)s").format(record)
-    assert text == "GET /API/v1/workflows/<token>/tasks"
-
-
-def _record(n: int, token: str = "") -> logging.LogRecord:
-    return logging.makeLogRecord(
-        {"name": "ingest.test", "msg": "line %d /api/v1/workflows/%s/tasks", "args": (n, token)}
-    )
-
-
-def test_the_log_writer_writes_every_queued_line_redacted_when_closed():
-    token = secrets.token_urlsafe(32)
-    stream = io.StringIO()
-    writer = LogWriter(stream, JsonFormatter())
-    writer.start()
-    for n in range(5000):
-        writer.handle(_record(n, token))
-    writer.close()
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert [line["msg"] for line in lines] == [
-        f"line {n} /api/v1/workflows/<token>/tasks" for n in range(5000)
-    ]
-    assert token not in stream.getvalue()
-    assert writer.dropped == 0
-
-
-def test_a_full_log_queue_drops_lines_counts_them_and_says_so():
-    stream = io.StringIO()
-    writer = LogWriter(stream, JsonFormatter(), limit=10)  # not started: nothing drains it
-    for n in range(25):
-        writer.handle(_record(n))
-    assert writer.dropped == 15
-    writer.close()
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert [line["msg"].split()[1] for line in lines[:10]] == [str(n) for n in range(10)]
-    assert lines[10]["level"] == "WARNING"
-    assert "dropped 15 log lines" in lines[10]["msg"]
-
-
-@pytest.mark.parametrize(
-    "formatter",
-    [
-        JsonFormatter(),
-        RedactingFormatter("%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"),
-        # what other handlers (pytest's, say) print: fields an access line does not carry
-        logging.Formatter("%(levelname)s %(name)s:%(filename)s:%(lineno)d %(message)s"),
-    ],
-)
-def test_an_access_line_formats_like_any_record(formatter):
-    token = secrets.token_urlsafe(32)
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter)
-    logger = logging.getLogger("ingest.test_access")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        AccessLog(name="ingest.test_access")(
-            "POST", f"/api/v1/workflows/{token}/tasks", 202, "id-1", 1.5, "abcd1234", "accepted"
-        )
-    finally:
-        logger.removeHandler(handler)
-    text = stream.getvalue()
-    assert "POST /api/v1/workflows/" in text
-    assert " 202" in text
-    if not isinstance(formatter, JsonFormatter | RedactingFormatter):
-        return
-    assert token not in text
-    if isinstance(formatter, JsonFormatter):
-        line = json.loads(text)
-        fields = {
-            k: line[k] for k in ("request_id", "status", "duration_ms", "workflow", "outcome")
-        }
-        assert fields == {
-            "request_id": "id-1",
-            "status": 202,
-            "duration_ms": 1.5,
-            "workflow": "abcd1234",
-            "outcome": "accepted",
-        }
-
-
 async def test_the_edge_writes_every_access_line_before_it_exits(settings, tmp_path):
     """Lines are written off the event loop, in batches: SIGTERM right after a burst of requests
     still finds every one of them in the log."""
@@ -262,39 +126,3 @@ async def test_the_edge_writes_every_access_line_before_it_exits(settings, tmp_p
     }
     assert burst == {f"burst-{n}" for n in range(500)}
     assert any(line["msg"].endswith("stopping") for line in lines)
-
-
-def test_an_access_line_handed_to_the_writer_reads_as_one_through_the_logger(caplog):
-    caplog.set_level(logging.INFO, logger="ingest.access")
-    token = secrets.token_urlsafe(32)
-    fields = ("POST", f"/api/v1/workflows/{token}/tasks", 202, "id-1", 1.5, "abcd1234", "accepted")
-    queued = io.StringIO()
-    writer = LogWriter(queued, JsonFormatter())
-    writer.start()
-    AccessLog(writer)(*fields)
-    writer.close()
-    AccessLog(writer)(*fields)  # after close: written at once, not lost
-    logged = io.StringIO()
-    handler = logging.StreamHandler(logged)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("ingest.access")
-    logger.addHandler(handler)
-    try:
-        AccessLog()(*fields)
-    finally:
-        logger.removeHandler(handler)
-    lines = [json.loads(line) for line in (queued.getvalue() + logged.getvalue()).splitlines()]
-    assert len(lines) == 3
-    assert token not in queued.getvalue()
-    for line in lines:
-        del line["ts"]
-    assert lines[0] == lines[1] == lines[2]
-
-
-def test_an_access_line_with_undecodable_bytes_is_escaped_by_the_writer_too():
-    stream = io.StringIO()
-    writer = LogWriter(stream, JsonFormatter())
-    writer.put(("ingest.access", 1, 0.0, "GET", "/a\udcff", 200, "id", 0.1, None, None))
-    writer.close()
-    line = json.loads(stream.getvalue())
-    assert (line["msg"], line["status"], line["workflow"]) == ("GET /a\\xff 200", 200, None)

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import orjson
 import pytest
 import schemathesis
 from aiohttp.test_utils import TestClient
@@ -22,16 +23,14 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.engine import events, from_schema
 
 from ingest.edge import openapi
-from ingest.edge.app import create_app
+from ingest.edge.routes import ROUTES
 from ingest.settings import Settings
+from ingest.workflows import example_payload, task_schema
 from tests.conftest import SEED_REQUEST
+from tests.unit.ingest.edge.test_openapi import operations_of, spec
 
 BASE = "http://127.0.0.1:8080"
 ADMIN = {"Authorization": "Bearer admin-secret"}  # the `settings` fixture's admin token
-#: Every status a route may document (405 and unknown-path 404s come from the middleware and are
-#: described once, in `info.description`).
-KNOWN_STATUSES = {str(s) for s in (200, 201, 202, 204, 400, 401, 403, 404, 408, 413, 415, 422)}
-KNOWN_STATUSES |= {"429", "500", "503"}
 #: The checks a response must pass: no server error, a documented status, content type,
 #: headers and body schema.
 CHECKS = (
@@ -43,86 +42,7 @@ CHECKS = (
 )
 
 
-def _operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    return {
-        (path, method): op
-        for path, item in document["paths"].items()
-        for method, op in item.items()
-        if method in openapi.METHODS
-    }
-
-
 # ---------------------------------------------------------------------------------- the document
-
-
-def test_document_is_valid_openapi_3_1() -> None:
-    document = openapi.spec(BASE)
-    assert document["openapi"] == "3.1.0"
-    assert document["servers"] == [{"url": BASE}]
-    validate(document)  # also resolves every $ref
-
-
-def test_operations_are_unique_and_fully_described() -> None:
-    document = openapi.spec(BASE)
-    operations = _operations(document)
-    ids = [op["operationId"] for op in operations.values()]
-    assert len(ids) == len(set(ids))
-    for (path, method), op in operations.items():
-        assert op["summary"], (method, path)
-        assert op["description"], (method, path)
-        assert set(op["responses"]) <= KNOWN_STATUSES, (method, path)
-        assert any(status.startswith("2") for status in op["responses"]), (method, path)
-        admin = path.startswith("/api/v1/admin/")
-        assert ("security" in op) is admin, (method, path)
-        if admin:
-            assert {"401", "403"} <= set(op["responses"]), (method, path)
-
-
-def test_statuses_match_the_handlers() -> None:
-    """What each handler (and error_middleware for it) can answer; 405 and 500 are not expected."""
-    expected = {
-        ("/api/v1/workflows/{token}/tasks", "post"): "200 201 202 400 404 408 413 415 422 429 "
-        "500 503",
-        ("/api/v1/workflows/{token}/tasks", "put"): "200 202 400 404 408 413 415 422 429 500 503",
-        ("/api/v1/workflows/{token}/tasks", "get"): "200 400 404 503",
-        ("/api/v1/workflows/{token}/tasks/{task_id}", "get"): "200 404 503",
-        ("/api/v1/workflows/{token}/tasks/{task_id}", "delete"): "202 204 400 404 422 429 500 503",
-        ("/api/v1/workflows/{token}/requests/{request_id}", "get"): "200 404 503",
-        ("/workflows/{workflow_id}/tasks/{task_id}", "get"): "200 404 503",
-        ("/api/v1/admin/workflows", "post"): "201 400 401 403 408 413 415 422 503",
-        ("/api/v1/admin/workflows", "get"): "200 401 403 503",
-        ("/api/v1/admin/workflows/{workflow_id}", "get"): "200 401 403 404 503",
-        ("/api/v1/admin/workflows/{workflow_id}/example", "get"): "200 401 403 404 503",
-        ("/api/v1/openapi.json", "get"): "200",
-        ("/api/v1/docs", "get"): "200",
-        ("/metrics", "get"): "200",
-        ("/healthz", "get"): "200",
-        ("/readyz", "get"): "200 503",
-    }
-    operations = _operations(openapi.spec(BASE))
-    assert {key: " ".join(op["responses"]) for key, op in operations.items()} == expected
-    document = openapi.spec(BASE)
-    for op in operations.values():
-        for status, answer in op["responses"].items():
-            answer = openapi._resolve(document, answer)
-            assert "X-Request-Id" in answer.get("headers", {}), (op["operationId"], status)
-            if status == "500":  # only the dead-letter answer, never `internal_error`
-                error = answer["content"]["application/json"]["schema"]["properties"]["error"]
-                assert error == {"enum": ["dead_lettered"]}
-
-
-async def test_every_route_is_in_the_document(settings: Settings) -> None:
-    """Each route `add_routes` registers is an operation (HEAD is aiohttp's implicit GET twin)."""
-    app = create_app(settings)
-    registered = set()
-    for route in app.router.routes():
-        assert route.resource is not None
-        info = route.resource.get_info()
-        path = info.get("formatter") or info.get("path")
-        assert isinstance(path, str), route
-        method = route.method.lower()
-        registered.add((path, "get" if method == "head" else method))
-    assert registered == set(_operations(openapi.spec(settings.base_url)))
 
 
 async def test_the_document_and_the_page_are_served(
@@ -132,7 +52,7 @@ async def test_the_document_and_the_page_are_served(
     assert response.status == 200
     assert response.content_type == "application/json"
     document = await response.json()
-    assert document == openapi.spec(settings.base_url)
+    assert document == spec(settings.base_url)
     assert document["servers"] == [{"url": settings.base_url}]
 
     response = await client.get("/api/v1/docs")
@@ -140,49 +60,35 @@ async def test_the_document_and_the_page_are_served(
     assert response.content_type == "text/html"
     page = await response.text()
     assert page.startswith("<!doctype html>")
-    for (path, _), op in _operations(document).items():
+    for (path, _), op in operations_of(document).items():
         assert path in page
         assert op["operationId"] in page
 
 
-def test_the_page_lists_every_operation_with_its_details() -> None:
-    document = openapi.spec(BASE)
-    page = openapi.docs_html(document)
-    for (path, method), op in _operations(document).items():
-        anchor = openapi._anchor(method, path)
-        assert f'href="#{anchor}"' in page  # the table of contents
-        section = page.split(f'id="{anchor}"', 1)[1].split("</section>", 1)[0]
-        assert f">{method}</span>" in section
-        assert op["summary"].replace("'", "&#x27;") in section
-        for status, answer in op["responses"].items():
-            assert f"<b>{status}</b>" in section
-            assert openapi._prose(openapi._resolve(document, answer)["description"]) in section
-        for parameter in op.get("parameters", []):
-            assert f"<code>{openapi._resolve(document, parameter)['name']}</code>" in section
-        if "requestBody" in op:
-            assert "Request body (required)" in section
-            assert '<a href="#schema-' in section.split("Request body", 1)[1]
-    for name in document["components"]["schemas"]:
-        assert f'id="schema-{name}"' in page
+async def test_a_workflow_has_a_document_of_its_own(
+    client: TestClient[Any, Any], settings: Settings, make_workflow: Any
+) -> None:
+    """Its task bodies are described by the workflow's own schema, its examples are its own, and
+    its operations are the service's."""
+    workflow, token = await make_workflow()
+    response = await client.get(f"/api/v1/workflows/{token}/openapi.json")
+    assert response.status == 200
+    document = await response.json()
+    validate(document)
+    made = openapi.spec(settings.base_url, ROUTES, workflow)
+    assert document == orjson.loads(orjson.dumps(made))
+    payload = document["components"]["schemas"]["TaskPayload"]
+    own = orjson.loads(orjson.dumps(task_schema(workflow.definition)))
+    assert {key: payload[key] for key in own} == own
+    assert payload["example"] == example_payload(workflow.definition)
+    assert set(operations_of(document)) == set(operations_of(spec(settings.base_url)))
 
 
-def test_the_page_escapes_everything_and_needs_no_network() -> None:
-    document = openapi.spec('http://example.com/"><script>alert(1)</script>')
-    document["paths"]["/x<y>"] = {
-        "get": {
-            "operationId": "<b>op</b>",
-            "summary": "a & b",
-            "parameters": [{"name": "<evil>", "in": "query", "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "<i>fine</i>"}},
-        }
-    }
-    page = openapi.docs_html(document)
-    for raw in ("<script>", "<b>op</b>", "<i>fine</i>", "<evil>", "/x<y>"):
-        assert raw not in page
-    for escaped in ("&lt;script&gt;", "&lt;b&gt;op&lt;/b&gt;", "a &amp; b", "/x&lt;y&gt;"):
-        assert escaped in page
-    for external in ("<script", "<link", "@import", "src=", "url("):
-        assert external not in page
+async def test_an_unknown_token_has_no_document(client: TestClient[Any, Any]) -> None:
+    document = await client.get("/api/v1/workflows/no-such-token/openapi.json")
+    tasks = await client.get("/api/v1/workflows/no-such-token/tasks")
+    assert document.status == tasks.status == 404
+    assert await document.json() == await tasks.json()
 
 
 # ------------------------------------------------------------------------------------ schemathesis
@@ -375,7 +281,7 @@ _HUGE_CURSOR = base64.urlsafe_b64encode(b"9" * 30).decode().rstrip("=")
             "GET",
             "/api/v1/workflows/{token}/tasks/{task_id}",
             {"path_parameters": {"token": "{token}", "task_id": _NUL}},
-            # Once answered 500: NUL in a Unique ID value: views.get_task -> store.task_by_key
+            # Once answered 500: NUL in a Unique ID value (get_task -> store.task_by_unique_value)
             id="nul-task-key",
         ),
         pytest.param(
@@ -424,7 +330,7 @@ _HUGE_CURSOR = base64.urlsafe_b64encode(b"9" * 30).decode().rstrip("=")
             "GET",
             "/api/v1/workflows/{token}/tasks/{task_id}",
             {"path_parameters": {"token": "{numeric_token}", "task_id": "1e1000000"}},
-            # Once answered 500: views._canonical_key catches InvalidOperation only;
+            # Once answered 500: views._unique_value catches InvalidOperation only;
             # Decimal.normalize() raises decimal.Overflow for a NUMBER Unique ID beyond the
             # context's Emax
             id="numeric-key-overflow-get",
@@ -433,7 +339,7 @@ _HUGE_CURSOR = base64.urlsafe_b64encode(b"9" * 30).decode().rstrip("=")
             "DELETE",
             "/api/v1/workflows/{token}/tasks/{task_id}",
             {"path_parameters": {"token": "{numeric_token}", "task_id": "1e1000000"}},
-            # Once answered 500: views._canonical_key (as above), from views.delete_task
+            # Once answered 500: views._unique_value (as above), from views.delete_task
             id="numeric-key-overflow-delete",
         ),
         pytest.param(

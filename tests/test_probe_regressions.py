@@ -16,8 +16,8 @@ from ingest.edge.preferences import parse_prefer
 from ingest.edge.request_ids import RequestIds
 from ingest.edge.status import status_document
 from ingest.errors import DefinitionError
-from ingest.fields import canonical_number, moment_text, to_datetime
-from ingest.results import Result
+from ingest.results import Outcome, Result
+from ingest.values import canonical_number, moment_text, to_datetime
 from ingest.workflows import WorkflowDefinition
 from tests.conftest import SEED_REQUEST, run_cli
 
@@ -99,7 +99,7 @@ def test_definitions_the_probe_slipped_through_are_refused(changes, problem):
 
 def test_a_result_too_large_to_keep_is_no_task_in_the_status_document():
     note = {"error": "result_too_large", "message": "…", "Task URL": "http://x/workflows/a/tasks/b"}
-    result = Result(uuid.uuid4(), 1, 201, "created", orjson.dumps(note).decode())
+    result = Result(uuid.uuid4(), 1, 201, Outcome.CREATED, orjson.dumps(note).decode())
     document = status_document("id", result)
     assert "task" not in document
     assert document["error"] == "result_too_large"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +25,15 @@ async def _ready(url: str) -> bool:
             return response.status == 200
     except aiohttp.ClientError:
         return False
+
+
+async def _published(url: str) -> bool:
+    """True once the edge has had a task request confirmed by the broker: it is waiting for the
+    request's answer."""
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
+        text = await response.text()
+    confirmed = re.search(r"^ingest_publish_confirms_total (\S+)$", text, re.MULTILINE)
+    return confirmed is not None and float(confirmed[1]) >= 1
 
 
 def _stop(process: subprocess.Popen[bytes], timeout: float = 20) -> int:
@@ -136,7 +145,11 @@ async def test_sigterm_finishes_in_flight_work_and_exits_zero(
         await wait_until(lambda: _ready(url), within=30)
         bodies = [{**SEED_REQUEST, "Company ID": f"s{n}"} for n in range(300)]
         sending = asyncio.create_task(_send_all([url], token, bodies, concurrency=20))
-        await asyncio.sleep(0.3)
+
+        async def working():
+            return await pool.fetchval("SELECT count(*) FROM request_results") > 0
+
+        await wait_until(working, within=30)  # the worker is committing while requests arrive
         assert await asyncio.to_thread(_stop, worker) == 0
         worker = spawn(["-m", "worker"], env, tmp_path / "worker2.log")
         outcomes = await sending
@@ -170,7 +183,7 @@ async def test_edge_sigterm_answers_requests_already_waiting(
                     headers={"Prefer": "wait=2"},
                 )
             )
-            await asyncio.sleep(0.5)
+            await wait_until(lambda: _published(url), within=10)
             edge.send_signal(signal.SIGTERM)
             response = await waiting
             assert response.status == 202
@@ -214,14 +227,19 @@ async def test_ingest_run_restarts_a_crashed_worker_and_stops_cleanly(
     assert "restarting" in (tmp_path / "run.log").read_text()
 
 
-def test_ingest_work_runs_a_worker(settings, tmp_path: Path):
-    worker = spawn(["-m", "ingest", "work"], service_env(settings), tmp_path / "work.log")
-    deadline = time.monotonic() + 30
-    while b"consuming" not in (tmp_path / "work.log").read_bytes():
-        assert time.monotonic() < deadline, (tmp_path / "work.log").read_text()
-        assert worker.poll() is None, (tmp_path / "work.log").read_text()
-        time.sleep(0.1)
-    assert _stop(worker) == 0
+async def test_ingest_work_runs_a_worker(settings, tmp_path: Path):
+    log = tmp_path / "work.log"
+    worker = spawn(["-m", "ingest", "work"], service_env(settings), log)
+
+    async def consuming():
+        assert worker.poll() is None, log.read_text()
+        return b"consuming" in log.read_bytes()
+
+    try:
+        await wait_until(consuming, within=30)
+    finally:
+        code = await asyncio.to_thread(_stop, worker)
+    assert code == 0
 
 
 def test_invalid_settings_stop_the_process_with_a_clear_message(settings):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from decimal import Decimal
@@ -302,11 +301,7 @@ async def test_redelivered_message_has_no_second_effect(
     # The third message is a redelivery of the first.
     await publish_batches(settings, [request], [later], [request])
 
-    async def all_done():
-        return await pool.fetchval("SELECT count(*) FROM request_results") == 2
-
-    await wait_until(all_done)
-    await asyncio.sleep(0.5)
+    await worker.drain()
     assert await pool.fetchval("SELECT count(*) FROM request_results") == 2
     employees = await pool.fetchval("SELECT (fields->>'3')::numeric FROM tasks")
     assert employees == 2  # the redelivered first request did not overwrite the later one

@@ -1,4 +1,5 @@
-"""Workflow definitions (SPEC §3), the admin API and the `ingest workflow` CLI."""
+"""Workflows stored and served: the admin API and the `ingest workflow` CLI (definitions
+themselves: tests/unit/ingest/test_workflows.py)."""
 
 from __future__ import annotations
 
@@ -6,97 +7,10 @@ import json
 import subprocess
 import sys
 
-import pytest
-
-from ingest.errors import DefinitionError
-from ingest.workflows import FieldType, WorkflowDefinition, example_payload, hash_token
+from ingest.workflows import hash_token
 from tests.conftest import ROOT, SALES, run_cli, service_env
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
-
-
-def problems_of(definition):
-    with pytest.raises(DefinitionError) as caught:
-        WorkflowDefinition.parse(definition)
-    return " | ".join(caught.value.problems)
-
-
-def test_every_flowdash_field_type_is_accepted():
-    fields = [
-        {
-            "name": kind.value,
-            "type": kind.value,
-            **({"options": ["a", "b"]} if "Select" in kind.value else {}),
-        }
-        for kind in FieldType
-    ]
-    definition = WorkflowDefinition.parse({"name": "All", "fields": fields, "members": ["a@b.co"]})
-    assert [spec.type for spec in definition.fields] == list(FieldType)
-    assert [spec.id for spec in definition.fields] == list(range(1, len(FieldType) + 1))
-
-
-def test_unknown_type_is_named():
-    assert "unknown field type 'colour'" in problems_of(
-        {"name": "x", "fields": [{"name": "a", "type": "colour"}]}
-    )
-
-
-def test_duplicate_names_are_refused():
-    fields = [{"name": "a", "type": "text"}, {"name": "a", "type": "number"}]
-    assert "used more than once" in problems_of({"name": "x", "fields": fields})
-
-
-def test_built_in_names_cannot_be_redefined():
-    assert "built-in" in problems_of({"name": "x", "fields": [{"name": "Stage", "type": "text"}]})
-
-
-def test_unique_id_must_name_a_field():
-    assert "names no field" in problems_of({"name": "x", "fields": [], "unique_id": "Company ID"})
-
-
-def test_select_without_options_is_refused():
-    assert "needs a non-empty 'options'" in problems_of(
-        {"name": "x", "fields": [{"name": "Region", "type": "singleSelect"}]}
-    )
-
-
-def test_empty_stage_list_is_refused():
-    assert "at least one stage" in problems_of({"name": "x", "stages": []})
-
-
-def test_members_must_be_emails():
-    assert "not an email" in problems_of({"name": "x", "members": ["bob"]})
-
-
-def test_several_problems_are_reported_together():
-    problems = problems_of(
-        {
-            "name": "x",
-            "fields": [{"name": "R", "type": "multipleSelect"}],
-            "unique_id": "Q",
-            "stages": [],
-        }
-    )
-    assert "needs a non-empty 'options'" in problems
-    assert "names no field" in problems
-    assert "at least one stage" in problems
-
-
-def test_example_payload_reflects_the_schema():
-    definition = WorkflowDefinition.parse(
-        {
-            **SALES,
-            "fields": [
-                *SALES["fields"],
-                {"name": "Region", "type": "singleSelect", "options": ["EMEA"]},
-            ],
-        }
-    )
-    payload = example_payload(definition)
-    assert set(payload) == {spec.name for spec in definition.fields} | {"Stage", "Assigned To"}
-    assert payload["Region"] == "EMEA"
-    assert payload["Stage"] == "Not Started"
-    assert isinstance(payload["International?"], bool)
 
 
 async def test_token_is_stored_only_as_its_sha256(make_workflow, pool):

@@ -20,14 +20,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
-import orjson
-
-from ingest.deadletters import DEAD_OUTCOME, DEAD_STATUS, failure_body
 from ingest.errors import IngestError
 from ingest.messages import TaskRequest
-from ingest.results import Result, result_of
+from ingest.results import Result, dead_lettered, unstorable_value
 from ingest.store import VALUE_REJECTED, Connection
-from ingest.tasks import Outcome
 
 #: Dry-runs the requests at these positions: None when they apply, else what they raised.
 DryRun = Callable[[list[int]], Awaitable[BaseException | None]]
@@ -137,8 +133,6 @@ def verdict(request: TaskRequest, failure: BaseException) -> Verdict:
     bug it triggers: it is dead-lettered with its own 500, for an operator to replay. What went
     wrong inside is for the operator (the dead letter, the log), not the client."""
     if isinstance(failure, VALUE_REJECTED):
-        message = "a value of this task is beyond what the database can store"
-        body = orjson.dumps({"error": "unstorable_value", "message": message}).decode()
-        return Verdict(result_of(request, 422, Outcome.INVALID.value, body))
+        return Verdict(unstorable_value(request))
     reason = f"{type(failure).__name__}: {failure}"[:_REASON_CHARS]
-    return Verdict(result_of(request, DEAD_STATUS, DEAD_OUTCOME, failure_body()), reason)
+    return Verdict(dead_lettered(request), reason)

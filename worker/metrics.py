@@ -60,6 +60,19 @@ class WorkerMetrics:
         self.pool_size, self.pool_idle = pool_gauges(r)
 
 
+def _answer(
+    path: str, registry: CollectorRegistry, healthy: Callable[[], bool]
+) -> tuple[str, bytes, str]:
+    """Status line, body and content type of the answer to GET `path`."""
+    if path.startswith("/metrics"):
+        return "200 OK", exposition(registry), CONTENT_TYPE
+    if path.startswith("/healthz"):
+        if healthy():
+            return "200 OK", b'{"status":"ok"}', "application/json"
+        return "503 Service Unavailable", b'{"status":"down"}', "application/json"
+    return "404 Not Found", b'{"error":"not_found"}', "application/json"
+
+
 @contextlib.asynccontextmanager
 async def serve_metrics(
     host: str, port: int, registry: CollectorRegistry, healthy: Callable[[], bool]
@@ -73,17 +86,7 @@ async def serve_metrics(
         try:
             line = await asyncio.wait_for(reader.readline(), 5)
             path = line.split()[1].decode() if len(line.split()) > 1 else "/"
-            if path.startswith("/metrics"):
-                status, body, kind = "200 OK", exposition(registry), CONTENT_TYPE
-            elif path.startswith("/healthz"):
-                ok = healthy()
-                status = "200 OK" if ok else "503 Service Unavailable"
-                body, kind = (
-                    (b'{"status":"ok"}' if ok else b'{"status":"down"}'),
-                    "application/json",
-                )
-            else:
-                status, body, kind = "404 Not Found", b'{"error":"not_found"}', "application/json"
+            status, body, kind = _answer(path, registry, healthy)
             head = (
                 f"HTTP/1.0 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n\r\n"
             )

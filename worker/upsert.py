@@ -13,6 +13,12 @@ The order of work inside the transaction:
    letter for each culprit whose verdict says so; then the caller's `before_commit`.
 A concurrent create of the same Unique ID or a concurrent result write raises `RetryBatch`, a
 deadlock asyncpg's own error; the caller runs the batch again in a new transaction.
+
+A request whose workflow is not in the database (or not at the version it was sent for) is
+permanently unanswerable: it gets a final 404 (`ingest.results.unknown_workflow`), stored when the
+workflow's row exists (a result references its workflow), and only replied otherwise. A workflow
+deleted after this process cached it shows as a foreign key violation: the cache is dropped and
+the batch runs again.
 """
 
 from __future__ import annotations
@@ -28,13 +34,23 @@ import asyncpg
 import orjson
 
 from ingest import deadletters
-from ingest.deadletters import DEAD_OUTCOME
 from ingest.errors import IngestError, MalformedBody
-from ingest.fields import encode_values, unique_key
-from ingest.messages import Operation, TaskRequest, parse_payload
-from ingest.results import Result, answer_to, insert_results, result_of, stored_results
+from ingest.fields import as_unique_value, encode_values
+from ingest.messages import Operation, TaskRequest, parse_payload, unique_value_to_delete
+from ingest.results import (
+    Outcome,
+    Result,
+    answer_to,
+    error_body,
+    errors_body,
+    forget_dead_results,
+    insert_results,
+    result_of,
+    stored_results,
+    unknown_workflow,
+)
 from ingest.store import Connection, lock_tasks, workflow_by_id
-from ingest.tasks import Outcome, TaskPublicIds, TaskRecord, Value, render
+from ingest.tasks import TaskPublicIds, TaskRecord, Value, render
 from ingest.workflows import Workflow
 from worker.culprits import Verdict
 from worker.validation import (
@@ -51,7 +67,14 @@ class RetryBatch(IngestError):
 
 
 class UnknownWorkflow(IngestError):
-    """Raised when a request names a workflow (or a version) the database does not have."""
+    """Raised when a request names a workflow (or a version) the database does not have;
+    `stored` is the workflow as the database has it, at an older version (None: not at all)."""
+
+    def __init__(self, workflow_id: int, version: int, stored: Workflow | None) -> None:
+        super().__init__(f"workflow {workflow_id} v{version} is not in the database")
+        self.workflow_id = workflow_id
+        self.version = version
+        self.stored = stored
 
 
 class WorkflowCache:
@@ -65,9 +88,13 @@ class WorkflowCache:
         if workflow is None or workflow.version < version:
             workflow = await workflow_by_id(conn, workflow_id)
             if workflow is None or workflow.version < version:
-                raise UnknownWorkflow(f"workflow {workflow_id} v{version} is not in the database")
+                raise UnknownWorkflow(workflow_id, version, stored=workflow)
             self._by_id[workflow_id] = workflow
         return workflow
+
+    def clear(self) -> None:
+        """Forget every workflow (one was deleted from the database)."""
+        self._by_id.clear()
 
 
 @dataclass(slots=True)
@@ -89,10 +116,6 @@ def _same(a: Value, b: Value) -> bool:
 
 def _json(body: dict[str, Any]) -> str:
     return orjson.dumps(body).decode()
-
-
-def _errors_body(errors: dict[str, list[str]]) -> str:
-    return _json({"errors": errors})
 
 
 class BatchApplier:
@@ -124,67 +147,88 @@ class BatchApplier:
         others skip that look-up. Should one be wrong, the result insert conflicts and the batch
         runs again with every request looked up.
         """
-        settled = settled or {}
-        async with conn.transaction():
-            lookup = [r.id for r in requests if may_be_done is None or r.id in may_be_done]
-            done = await stored_results(conn, lookup) if lookup else {}
-            await _forget_dead(conn, done, replayed)
-            made: dict[uuid.UUID, Result] = {}
-            dead: list[tuple[TaskRequest, str]] = []
-            by_workflow: dict[int, list[TaskRequest]] = defaultdict(list)
-            # A request redelivered into the same batch as its first delivery runs once.
-            for index, request in _first_deliveries(requests, done):
-                verdict = settled.get(index)
-                if verdict is None:
-                    by_workflow[request.workflow_id].append(request)
-                    continue
-                made[request.id] = verdict.result
-                if verdict.dead_reason is not None:
-                    dead.append((request, verdict.dead_reason))
-            gone: dict[uuid.UUID, Result] = {}
-            for workflow_id, group in by_workflow.items():
-                version = max(r.workflow_version for r in group)
-                try:
-                    workflow = await self._workflows.get(conn, workflow_id, version)
-                except UnknownWorkflow:
-                    # Permanent, and not storable (results reference their workflow): answered only.
-                    gone.update((r.id, _workflow_gone(r)) for r in group)
-                    continue
-                made.update(await self._apply_workflow(conn, workflow, group))
-            if made:
-                try:
-                    await insert_results(conn, list(made.values()))
-                except asyncpg.UniqueViolationError as exc:
-                    raise RetryBatch("another transaction stored one of these results") from exc
-            for request, reason in dead:
-                await deadletters.record_request(conn, request, reason)
-            if before_commit is not None:
-                await before_commit(conn)
-        return [answer_to(r, done.get(r.id) or made.get(r.id) or gone[r.id]) for r in requests]
+        lookup = [r.id for r in requests if may_be_done is None or r.id in may_be_done]
+        try:
+            async with conn.transaction():
+                done = await stored_results(conn, lookup) if lookup else {}
+                await _forget_dead(conn, done, replayed)
+                made = await self._made(conn, _first_deliveries(requests, done), settled or {})
+                if before_commit is not None:
+                    await before_commit(conn)
+        except asyncpg.ForeignKeyViolationError as exc:
+            # Only a workflow can vanish under a batch (it holds its tasks locked).
+            self._workflows.clear()
+            raise RetryBatch("a workflow of this batch was deleted") from exc
+        return [answer_to(r, done.get(r.id) or made[r.id]) for r in requests]
+
+    async def _made(
+        self,
+        conn: Connection,
+        fresh: list[tuple[int, TaskRequest]],
+        settled: Mapping[int, Verdict],
+    ) -> dict[uuid.UUID, Result]:
+        """The results of the `fresh` requests (with their positions in the batch), applied or
+        judged by their verdicts; stored, with the dead letters the verdicts call for."""
+        made: dict[uuid.UUID, Result] = {}
+        by_workflow: dict[int, list[TaskRequest]] = defaultdict(list)
+        for index, request in fresh:
+            verdict = settled.get(index)
+            if verdict is None:
+                by_workflow[request.workflow_id].append(request)
+                continue
+            made[request.id] = verdict.result
+            if verdict.dead_reason is not None:
+                await deadletters.record_request(conn, request, verdict.dead_reason)
+        unstorable: dict[uuid.UUID, Result] = {}
+        for workflow_id, group in by_workflow.items():
+            applied = await self._apply_group(conn, workflow_id, group)
+            (made if applied.storable else unstorable).update(applied.results)
+        if made:
+            try:
+                await insert_results(conn, list(made.values()))
+            except asyncpg.UniqueViolationError as exc:
+                raise RetryBatch("another transaction stored one of these results") from exc
+        return made | unstorable
+
+    async def _apply_group(
+        self, conn: Connection, workflow_id: int, requests: list[TaskRequest]
+    ) -> _Applied:
+        """The results of one workflow's requests. A request for a workflow, or a version of it,
+        that the database does not have gets a final 404, stored only when the workflow's row
+        exists (a result references it)."""
+        version = max(r.workflow_version for r in requests)
+        try:
+            workflow = await self._workflows.get(conn, workflow_id, version)
+        except UnknownWorkflow as exc:
+            if exc.stored is None:
+                return _Applied({r.id: unknown_workflow(r) for r in requests}, storable=False)
+            workflow = exc.stored
+        known = [r for r in requests if r.workflow_version <= workflow.version]
+        results = await self._apply_workflow(conn, workflow, known) if known else {}
+        if len(known) < len(requests):
+            unknown = (r for r in requests if r.workflow_version > workflow.version)
+            results.update((r.id, unknown_workflow(r)) for r in unknown)
+        return _Applied(results)
 
     async def _apply_workflow(
         self, conn: Connection, workflow: Workflow, requests: list[TaskRequest]
     ) -> dict[uuid.UUID, Result]:
         validator = self._validators.get(workflow)
         readings = [_read(request, validator) for request in requests]
-        keys = sorted({reading.key for reading in readings if reading.key})
-        existing = await lock_tasks(conn, workflow.id, keys)
-        tasks = {key: _TaskState(record=record, is_new=False) for key, record in existing.items()}
+        named = sorted({reading.unique_value for reading in readings if reading.unique_value})
+        existing = await lock_tasks(conn, workflow.id, named)
+        # The tasks the batch touches, by Unique ID value.
+        tasks = {value: _TaskState(record, is_new=False) for value, record in existing.items()}
         deleted: list[int] = []
         answers: list[_Answer] = []
         for request, reading in zip(requests, readings, strict=True):
             if reading.payload is None:
-                body = _json({"error": "malformed_body", "message": "body is not a JSON object"})
+                body = error_body("malformed_body", "body is not a JSON object")
                 answers.append(_Answer(400, Outcome.INVALID, body))
             elif request.operation is Operation.DELETE:
-                answers.append(_delete_one(reading.key, tasks, deleted))
+                answers.append(_delete_one(reading.unique_value, tasks, deleted))
             else:
-                assert reading.parsed is not None
-                answers.append(
-                    self._apply_one(
-                        workflow, reading.parsed, request, reading.payload, reading.key, tasks
-                    )
-                )
+                answers.append(self._apply_one(workflow, request, reading, tasks))
         await _delete_tasks(conn, deleted)
         await self._write(conn, workflow, tasks)
         # Results are made once the new tasks have their ids.
@@ -196,51 +240,42 @@ class BatchApplier:
     def _apply_one(
         self,
         workflow: Workflow,
-        parsed: ParsedTask,
         request: TaskRequest,
-        payload: dict[str, Any],
-        key: str | None,
+        reading: _Reading,
         tasks: dict[str, _TaskState],
     ) -> _Answer:
+        """An upsert or update, applied to the batch's copy of the tasks."""
+        assert reading.parsed is not None
+        assert reading.payload is not None
+        parsed = reading.parsed
         errors = {name: list(messages) for name, messages in parsed.errors.items()}
         unique = workflow.unique_field
-        if unique is not None and key is None and unique.name not in errors:
+        value = reading.unique_value if unique is not None else self._public_ids.next()
+        if unique is not None and value is None and unique.name not in errors:
             errors[unique.name] = [BLANK]
-        if unique is None:
-            key = self._public_ids.next()
-        state = tasks.get(key) if key else None
+        state = tasks.get(value) if value else None
         if state is None and request.operation is Operation.UPDATE and not errors:
-            message = f"no task has {unique.name if unique else 'that id'} {key!r}"
-            body = _json({"error": "not_found", "message": message})
-            return _Answer(404, Outcome.NOT_FOUND, body)
-        for spec in workflow.definition.fields:
-            if not spec.required or spec.name in errors:
-                continue
-            missing_on_create = state is None and is_blank(payload.get(spec.name))
-            blanked_on_update = (
-                state is not None and spec.name in payload and is_blank(payload[spec.name])
-            )
-            if missing_on_create or blanked_on_update:
-                errors[spec.name] = [BLANK]
+            message = f"no task has {unique.name if unique else 'that id'} {value!r}"
+            return _Answer(404, Outcome.NOT_FOUND, error_body("not_found", message))
+        errors.update(_blank_required(workflow, reading.payload, errors, is_new=state is None))
         if errors:
-            return _Answer(422, Outcome.INVALID, _errors_body(errors))
-        assert key is not None
+            return _Answer(422, Outcome.INVALID, errors_body(errors))
+        assert value is not None
         if state is None:
             record = TaskRecord(
-                public_id=key if unique is None else self._public_ids.next(),
-                unique_key=key,
+                public_id=value if unique is None else self._public_ids.next(),
+                unique_value=value,
                 stage=parsed.stage or workflow.default_stage,
                 assigned_to=parsed.assigned_to,
                 values={fid: v for fid, v in parsed.values.items() if v is not None},
             )
-            state = tasks[key] = _TaskState(record, is_new=True, changed_fields=set(record.values))
+            state = tasks[value] = _TaskState(record, True, changed_fields=set(record.values))
             outcome, status = Outcome.CREATED, 201
         else:
-            changed = _update(state, parsed)
-            outcome = Outcome.UPDATED if changed else Outcome.UNCHANGED
+            outcome = Outcome.UPDATED if _update(state, parsed) else Outcome.UNCHANGED
             status = 200
         body = _json(render(workflow, state.record, self._base_url))
-        return _Answer(status, outcome, body, key)
+        return _Answer(status, outcome, body, value)
 
     async def _write(
         self, conn: Connection, workflow: Workflow, tasks: dict[str, _TaskState]
@@ -258,25 +293,49 @@ class BatchApplier:
 
 
 @dataclass(frozen=True, slots=True)
+class _Applied:
+    """The results of one workflow's requests, and whether they can be stored."""
+
+    results: dict[uuid.UUID, Result]
+    storable: bool = True
+
+
+def _blank_required(
+    workflow: Workflow, payload: dict[str, Any], errors: dict[str, list[str]], is_new: bool
+) -> dict[str, list[str]]:
+    """The required fields a create leaves blank, or an update blanks (those without an error
+    already)."""
+    return {
+        spec.name: [BLANK]
+        for spec in workflow.definition.fields
+        if spec.required
+        and spec.name not in errors
+        and (is_new or spec.name in payload)
+        and is_blank(payload.get(spec.name))
+    }
+
+
+@dataclass(frozen=True, slots=True)
 class _Answer:
-    """What a request got, before the batch is written; `key` names the task it wrote."""
+    """What a request got, before the batch is written; `unique_value` names the task it wrote."""
 
     status: int
     outcome: Outcome
     body: str
-    key: str | None = None
+    unique_value: str | None = None
 
     def result(self, request: TaskRequest, tasks: Mapping[str, _TaskState]) -> Result:
-        state = tasks.get(self.key) if self.key else None
+        state = tasks.get(self.unique_value) if self.unique_value else None
         task_id = state.record.id if state is not None else None
-        return result_of(request, self.status, self.outcome.value, self.body, task_id)
+        return result_of(request, self.status, self.outcome, self.body, task_id)
 
 
-def _delete_one(key: str | None, tasks: dict[str, _TaskState], deleted: list[int]) -> _Answer:
-    state = tasks.pop(key, None) if key else None
+def _delete_one(
+    unique_value: str | None, tasks: dict[str, _TaskState], deleted: list[int]
+) -> _Answer:
+    state = tasks.pop(unique_value, None) if unique_value else None
     if state is None:
-        body = _json({"error": "not_found", "message": "no task has this id"})
-        return _Answer(404, Outcome.NOT_FOUND, body)
+        return _Answer(404, Outcome.NOT_FOUND, error_body("not_found", "no task has this id"))
     if not state.is_new and state.record.id is not None:
         deleted.append(state.record.id)
     return _Answer(204, Outcome.DELETED, "null")
@@ -285,11 +344,11 @@ def _delete_one(key: str | None, tasks: dict[str, _TaskState], deleted: list[int
 @dataclass(slots=True)
 class _Reading:
     """A request's body as read: the payload (None: not a JSON object), its validation (None for
-    a delete) and the Unique ID it names (None: missing, blank or invalid)."""
+    a delete) and the Unique ID value it names (None: missing, blank or invalid)."""
 
     payload: dict[str, Any] | None
     parsed: ParsedTask | None
-    key: str | None
+    unique_value: str | None
 
 
 def _read(request: TaskRequest, validator: TaskValidator) -> _Reading:
@@ -298,29 +357,27 @@ def _read(request: TaskRequest, validator: TaskValidator) -> _Reading:
     except MalformedBody:
         return _Reading(None, None, None)
     parsed = None if request.operation is Operation.DELETE else validator.parse(payload)
-    return _Reading(payload, parsed, _key_of(request, validator, payload, parsed))
+    return _Reading(payload, parsed, _unique_value_of(request, validator, payload, parsed))
 
 
-def _key_of(
+def _unique_value_of(
     request: TaskRequest,
     validator: TaskValidator,
-    payload: dict[str, Any] | None,
+    payload: dict[str, Any],
     parsed: ParsedTask | None,
 ) -> str | None:
-    """The canonical Unique ID a request names (None: missing, blank or invalid)."""
-    if payload is None:
-        return None
+    """The Unique ID value a request names, in canonical text (None: missing, blank or
+    invalid)."""
     if request.operation is Operation.DELETE:
-        key = payload.get("key")
-        return key if isinstance(key, str) and key else None
+        return unique_value_to_delete(payload)
     unique = validator.workflow.unique_field
     if unique is None:
         return None
     if parsed is not None and not parsed.errors:
         value = parsed.values.get(unique.id)
-        return None if value is None or is_blank(value) else unique_key(value)
+        return None if value is None or is_blank(value) else as_unique_value(value)
     # Other fields failed validation, so the parse kept no values: check the Unique ID alone.
-    return validator.unique_key(payload)
+    return validator.unique_value(payload)
 
 
 async def _delete_tasks(conn: Connection, task_ids: list[int]) -> None:
@@ -336,14 +393,10 @@ async def _forget_dead(
     dead = [
         request_id
         for request_id, result in done.items()
-        if result.outcome == DEAD_OUTCOME and request_id in replayed
+        if result.outcome is Outcome.DEAD and request_id in replayed
     ]
     if dead:
-        await conn.execute(
-            "DELETE FROM request_results WHERE request_id = ANY($1::uuid[]) AND outcome = $2",
-            dead,
-            DEAD_OUTCOME,
-        )
+        await forget_dead_results(conn, dead)
         for request_id in dead:
             del done[request_id]
 
@@ -357,11 +410,6 @@ def _first_deliveries(
         if request.id not in done and request.id not in fresh:
             fresh[request.id] = (index, request)
     return list(fresh.values())
-
-
-def _workflow_gone(request: TaskRequest) -> Result:
-    body = _json({"error": "not_found", "message": "the workflow of this request no longer exists"})
-    return result_of(request, 404, Outcome.NOT_FOUND.value, body)
 
 
 def _update(state: _TaskState, parsed: Any) -> bool:
@@ -388,7 +436,7 @@ def _update(state: _TaskState, parsed: Any) -> bool:
 async def _insert_new_tasks(conn: Connection, workflow: Workflow, states: list[_TaskState]) -> None:
     if not states:
         return
-    states.sort(key=lambda s: s.record.unique_key)  # one lock order for every worker
+    states.sort(key=lambda s: s.record.unique_value)  # one lock order for every worker
     rows = await conn.fetch(
         "INSERT INTO tasks (workflow_id, public_id, unique_key, stage, assigned_to, fields)"
         " SELECT $1, t.public_id, t.unique_key, t.stage, t.assigned_to, t.fields::jsonb"
@@ -398,7 +446,7 @@ async def _insert_new_tasks(conn: Connection, workflow: Workflow, states: list[_
         " RETURNING id, unique_key",
         workflow.id,
         [s.record.public_id for s in states],
-        [s.record.unique_key for s in states],
+        [s.record.unique_value for s in states],
         [s.record.stage for s in states],
         [s.record.assigned_to for s in states],
         [encode_values(s.record.values) for s in states],
@@ -407,7 +455,7 @@ async def _insert_new_tasks(conn: Connection, workflow: Workflow, states: list[_
         raise RetryBatch("another transaction created a task with the same Unique ID")
     ids = {row["unique_key"]: row["id"] for row in rows}
     for state in states:
-        state.record.id = ids[state.record.unique_key]
+        state.record.id = ids[state.record.unique_value]
 
 
 async def _update_changed(conn: Connection, records: list[TaskRecord]) -> None:

@@ -23,17 +23,9 @@ from pydantic import (
 )
 from pydantic import Field as ModelField
 
-from ingest.fields import (
-    INVALID,
-    NOT_IN_LIST,
-    choice,
-    key_fits,
-    kind_of,
-    member,
-    refuse,
-    unique_key,
-)
+from ingest.fields import as_unique_value, kind_of
 from ingest.tasks import Value
+from ingest.values import INVALID, NOT_IN_LIST, choice, member, refuse, unique_value_fits
 from ingest.workflows import ASSIGNED_TO, STAGE, Workflow
 
 BLANK = "can't be blank"
@@ -46,12 +38,12 @@ MAX_SHOWN_KEY_CHARS = 100
 BASE = "base"
 
 
-def _within_key_bound(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+def _within_index_bound(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """The Unique ID's converter: its canonical text must also fit the task index."""
 
     def check(value: Any) -> Any:
         converted = convert(value)
-        if not key_fits(unique_key(converted)):
+        if not unique_value_fits(as_unique_value(converted)):
             raise refuse(INVALID)
         return converted
 
@@ -106,7 +98,7 @@ class TaskValidator:
             self._attr_of[attr] = spec.id
             convert = kind_of(spec.type).converter(spec, workflow.definition.members)
             if unique is not None and spec.id == unique.id:
-                convert = _within_key_bound(convert)
+                convert = _within_index_bound(convert)
             checker = BeforeValidator(_nullable(convert))
             definitions[attr] = (Annotated[Any, checker], ModelField(None, alias=spec.name))
         stage = BeforeValidator(_stage(workflow.definition.stages))
@@ -122,8 +114,9 @@ class TaskValidator:
             **definitions,
         )
 
-    def unique_key(self, payload: dict[str, Any]) -> str | None:
-        """The canonical Unique ID of a payload, or None when it is missing, blank or invalid."""
+    def unique_value(self, payload: dict[str, Any]) -> str | None:
+        """The Unique ID value of a payload in canonical text, or None when it is missing, blank
+        or invalid."""
         unique = self.workflow.unique_field
         if unique is None or is_blank(payload.get(unique.name)):
             return None
@@ -131,7 +124,7 @@ class TaskValidator:
             model = self._model.model_validate({unique.name: payload[unique.name]})
         except ValidationError:
             return None
-        return unique_key(getattr(model, f"f{unique.id}"))
+        return as_unique_value(getattr(model, f"f{unique.id}"))
 
     def parse(self, payload: dict[str, Any]) -> ParsedTask:
         # Unknown keys are counted here rather than by pydantic: 60,000 of them cost nothing.

@@ -24,7 +24,7 @@ from ingest.edge.metrics import EdgeMetrics
 from ingest.edge.middleware import error_middleware, observe_requests
 from ingest.edge.publisher import Publisher
 from ingest.edge.ratelimit import RateLimiter
-from ingest.edge.replies import ReplyInbox
+from ingest.edge.replies import ReplyWaiters
 from ingest.edge.request_ids import RequestIds
 from ingest.edge.routes import add_routes
 from ingest.logs import AccessLog, LogWriter
@@ -41,8 +41,8 @@ async def _request_id_key(settings: Settings, pool: asyncpg.Pool) -> bytes:
 
 async def edge_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    inbox = ReplyInbox(f"{settings.queue}.replies.{uuid.uuid4().hex[:16]}")
-    publisher = Publisher(settings, inbox.queue_name, app[METRICS])
+    replies = ReplyWaiters(f"{settings.queue}.replies.{uuid.uuid4().hex[:16]}")
+    publisher = Publisher(settings, replies.queue_name, app[METRICS])
 
     async def setup(connection: AbstractConnection) -> None:
         publish_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -51,12 +51,12 @@ async def edge_context(app: web.Application) -> AsyncIterator[None]:
             close_connection_with(channel, connection)
         await ensure_topology(connection, settings)
         exchange = await publish_channel.get_exchange(settings.queue, ensure=True)
-        await inbox.attach(reply_channel)
+        await replies.attach(reply_channel)
         publisher.attach(publish_channel, exchange)
 
     def teardown() -> None:
         publisher.detach()
-        inbox.detach()
+        replies.detach()
 
     async with (
         store.open_pool(settings) as pool,
@@ -70,7 +70,7 @@ async def edge_context(app: web.Application) -> AsyncIterator[None]:
             pool=pool,
             link=link,
             publisher=publisher,
-            inbox=inbox,
+            replies=replies,
             request_ids=RequestIds(key),
             cursors=Cursors(key),  # derives its own keys from the same secret
             workflows=WorkflowsByToken(pool, settings.workflow_cache_ttl),
@@ -79,7 +79,7 @@ async def edge_context(app: web.Application) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            inbox.close()
+            replies.close()
 
 
 def create_app(settings: Settings, log_lines: LogWriter | None = None) -> web.Application:

@@ -14,7 +14,7 @@ from ingest.edge.cursors import Cursors
 from ingest.edge.metrics import EdgeMetrics
 from ingest.edge.publisher import Publisher
 from ingest.edge.ratelimit import RateLimiter
-from ingest.edge.replies import ReplyInbox
+from ingest.edge.replies import ReplyWaiters
 from ingest.edge.request_ids import RequestIds
 from ingest.settings import Settings
 from ingest.workflows import Workflow, hash_token
@@ -52,7 +52,7 @@ class Edge:
     pool: asyncpg.Pool
     link: BrokerLink
     publisher: Publisher
-    inbox: ReplyInbox
+    replies: ReplyWaiters
     request_ids: RequestIds
     cursors: Cursors
     workflows: WorkflowsByToken
@@ -68,6 +68,6 @@ class Edge:
             found.append(f"database unreachable: {type(exc).__name__}")
         if not self.link.connected.is_set() or not self.publisher.attached:
             found.append("broker unreachable")
-        if not self.inbox.attached:
+        if not self.replies.attached:
             found.append("reply consumer not attached")
         return found

@@ -13,10 +13,11 @@ from typing import Any
 
 from ingest.edge.cursors import Cursors, query_digest
 from ingest.errors import RequestError
-from ingest.fields import FieldType, Stored, filter_document, kind_of
+from ingest.fields import FieldSpec, FieldType, filter_document, kind_of
 from ingest.store import TASK_COLUMNS, Connection, Pool, task_from_row
 from ingest.tasks import TaskRecord
-from ingest.workflows import ASSIGNED_TO, CURSOR, LIMIT, STAGE, FieldSpec, Workflow
+from ingest.values import Stored
+from ingest.workflows import ASSIGNED_TO, CURSOR, LIMIT, STAGE, Workflow
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

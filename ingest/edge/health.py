@@ -6,21 +6,34 @@ import orjson
 from aiohttp import web
 
 from ingest.edge import openapi
+from ingest.edge.documents import HEALTHY, unready
 from ingest.edge.keys import EDGE, METRICS, SETTINGS
+from ingest.edge.openapi_page import docs_html
+from ingest.edge.openapi_terms import ROUTE_TABLE
+from ingest.edge.paths import workflow_of
 from ingest.edge.responses import JSON, json_response
 from ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ingest.metrics import exposition
 
-_OK = orjson.dumps({"status": "ok"})
+_OK = orjson.dumps(HEALTHY)
 
 
 async def openapi_document(request: web.Request) -> web.Response:
-    return json_response(openapi.spec(request.app[SETTINGS].base_url))
+    routes = request.app[ROUTE_TABLE]
+    return json_response(openapi.spec(request.app[SETTINGS].base_url, routes))
 
 
 async def openapi_docs(request: web.Request) -> web.Response:
-    page = openapi.docs_html(openapi.spec(request.app[SETTINGS].base_url))
+    routes = request.app[ROUTE_TABLE]
+    page = docs_html(openapi.spec(request.app[SETTINGS].base_url, routes))
     return web.Response(text=page, content_type="text/html")
+
+
+async def workflow_openapi_document(request: web.Request) -> web.Response:
+    """The document with this workflow's own task schema and examples."""
+    workflow = await workflow_of(request)
+    routes = request.app[ROUTE_TABLE]
+    return json_response(openapi.spec(request.app[SETTINGS].base_url, routes, workflow))
 
 
 async def metrics_page(request: web.Request) -> web.Response:
@@ -41,5 +54,5 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     problems = await request.app[EDGE].problems()
     if problems:
-        return json_response({"status": "unavailable", "problems": problems}, 503)
+        return json_response(unready(problems), 503)
     return web.Response(body=_OK, content_type=JSON)

@@ -14,6 +14,7 @@ from aiohttp.typedefs import Handler, Middleware
 from multidict import istr
 
 from ingest import store
+from ingest.edge.documents import definition_problems
 from ingest.edge.filters import InvalidFilter
 from ingest.edge.keys import OUTCOME, REQUEST_ID, WORKFLOW
 from ingest.edge.metrics import EdgeMetrics
@@ -43,7 +44,12 @@ log = logging.getLogger(__name__)
 _X_REQUEST_ID = istr("X-Request-Id")
 
 
-_STATUS_OF: list[tuple[type[IngestError], int, str]] = [
+#: Each error the edge answers, with its status and `error` code; the first that matches wins.
+#: The OpenAPI document reads its answers from here (`ingest.edge.openapi_terms`).
+STATUS_OF: list[tuple[type[IngestError], int, str]] = [
+    (Unavailable, 503, "unavailable"),
+    (RateLimited, 429, "rate_limited"),
+    (Unauthorized, 401, "unauthorized"),
     (MalformedBody, 400, "malformed_body"),
     (BodyTooLarge, 413, "body_too_large"),
     (UnsupportedContentEncoding, 415, "unsupported_content_encoding"),
@@ -119,17 +125,19 @@ def _route_of(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+def status_of(error: type[IngestError]) -> tuple[int, str]:
+    """The status and `error` code the edge answers `error` with."""
+    for kind, status, code in STATUS_OF:
+        if issubclass(error, kind):
+            return status, code
+    raise LookupError(f"the edge has no answer for {error.__name__}")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every error leaves as JSON with a status; nothing a client sends becomes a 500."""
     try:
         response: web.StreamResponse = await handler(request)
-    except Unavailable as exc:
-        retry = str(exc.retry_after)
-        return error_response(503, "unavailable", str(exc), {"Retry-After": retry})
-    except RateLimited as exc:
-        retry = str(exc.retry_after)
-        return error_response(429, "rate_limited", str(exc), {"Retry-After": retry})
     except store.DATABASE_UNAVAILABLE as exc:
         log.warning(
             "database unavailable in %s %s: %r", request.method, redact_path(request.path), exc
@@ -138,15 +146,12 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             503, "unavailable", "the database is unavailable", {"Retry-After": "1"}
         )
     except DefinitionError as exc:
-        return json_response({"error": "invalid_definition", "problems": exc.problems}, 422)
-    except Unauthorized as exc:
-        challenge = {"WWW-Authenticate": 'Bearer realm="ingest-admin"'}
-        return error_response(401, "unauthorized", str(exc), challenge)
+        return json_response(definition_problems(exc.problems), 422)
     except IngestError as exc:
-        for kind, status, code in _STATUS_OF:
-            if isinstance(exc, kind):
-                return _request_error(exc, status, code)
-        raise
+        if any(isinstance(exc, kind) for kind, _, _ in STATUS_OF):
+            return _request_error(exc)
+        log.exception("unanswered error in %s %s", request.method, redact_path(request.path))
+        return error_response(500, "internal_error", "the server failed; the error is logged")
     except web.HTTPNotFound:
         # Under the token prefix every miss looks alike, so guesses learn nothing from the body.
         message = (
@@ -165,14 +170,23 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     return response
 
 
-def _request_error(exc: IngestError, status: int, code: str) -> web.Response:
-    headers = None
-    if isinstance(exc, UnsupportedContentEncoding):
-        headers = {"Accept-Encoding": ", ".join(exc.accepted)}
-    response = error_response(status, code, str(exc), headers)
+def _request_error(exc: IngestError) -> web.Response:
+    status, code = status_of(type(exc))
+    response = error_response(status, code, str(exc), _headers_for(exc))
     if isinstance(exc, _CLOSING):
         response.force_close()
     return response
+
+
+def _headers_for(exc: IngestError) -> dict[str, str] | None:
+    """What an answer to `exc` tells beyond its body: when to retry, what to send instead."""
+    if isinstance(exc, Unavailable | RateLimited):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": 'Bearer realm="ingest-admin"'}
+    if isinstance(exc, UnsupportedContentEncoding):
+        return {"Accept-Encoding": ", ".join(exc.accepted)}
+    return None
 
 
 def _allow(exc: web.HTTPException) -> dict[str, str] | None:

@@ -1,4 +1,4 @@
-"""The edge's reply inbox: futures keyed by request id, woken by workers after they commit.
+"""The edge's reply waiters: futures by request id, woken by workers after they commit.
 
 A reply is only a wake-up. Results live in Postgres; a reply that never comes (worker crash,
 reconnect, edge restart) costs the client a 202 and a status URL, never a result.
@@ -18,7 +18,7 @@ from ingest.messages import Reply, decode_replies
 log = logging.getLogger(__name__)
 
 
-class ReplyInbox:
+class ReplyWaiters:
     """Waits for the replies of requests this edge published."""
 
     def __init__(self, queue_name: str) -> None:
@@ -50,7 +50,7 @@ class ReplyInbox:
         except TimeoutError:
             return None
         except asyncio.CancelledError:
-            if future.cancelled():  # the inbox closed (shutdown): the client gets a status URL
+            if future.cancelled():  # the waiters closed (shutdown): the client gets a status URL
                 return None
             raise
         finally:
@@ -68,9 +68,7 @@ class ReplyInbox:
                 # The client already got its 202; the result is in Postgres.
                 log.debug("reply for %s came after its waiter left", reply.request_id)
             for fingerprint, future in waiters or ():
-                # Same id, other body: an Idempotency-Key reused; that answer is not for us.
-                mismatch = reply.fingerprint and reply.fingerprint != fingerprint
-                if not future.done() and not mismatch:
+                if not future.done() and _addressed_to(reply, fingerprint):
                     future.set_result(reply)
 
     async def attach(self, channel: AbstractChannel) -> None:
@@ -93,3 +91,11 @@ class ReplyInbox:
     @property
     def attached(self) -> bool:
         return self.queue is not None and not self.queue.channel.is_closed
+
+
+def _addressed_to(reply: Reply, fingerprint: bytes) -> bool:
+    """Whether `reply` is for the waiter of a request with this fingerprint. Routing only: waiters
+    that share an id (one Idempotency-Key) but not a body each get the answer to their own request
+    (the worker applied `ingest.results.answer_to` before replying); a reply without a fingerprint
+    is for every waiter of its id."""
+    return not reply.fingerprint or reply.fingerprint == fingerprint

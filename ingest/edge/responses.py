@@ -7,6 +7,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ingest.edge.documents import Error
+
 JSON = "application/json"
 
 
@@ -19,7 +21,8 @@ def json_response(
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return json_response({"error": code, "message": message}, status, headers)
+    body: Error = {"error": code, "message": message}
+    return json_response(body, status, headers)
 
 
 def final_response(status: int, body: str) -> web.Response:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from aiohttp import web
 
+from ingest.edge.documents import StatusDocument
 from ingest.edge.keys import EDGE
 from ingest.edge.paths import workflow_of
 from ingest.edge.responses import json_response
@@ -25,13 +24,13 @@ async def request_status(request: web.Request) -> web.Response:
     return json_response(status_document(public_id, result))
 
 
-def status_document(public_id: str, result: Result | None) -> dict[str, Any]:
+def status_document(public_id: str, result: Result | None) -> StatusDocument:
     """The body of a status URL: pending, or the final status code, outcome and task or errors."""
     if result is None:
-        return {"id": public_id, "status": RequestStatus.PENDING.value}
-    document: dict[str, Any] = {
+        return {"id": public_id, "status": RequestStatus.PENDING}
+    document: StatusDocument = {
         "id": public_id,
-        "status": result.status.value,
+        "status": result.status,
         "http_status": result.http_status,
         "outcome": result.outcome,
     }

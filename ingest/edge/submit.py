@@ -36,9 +36,10 @@ class Pending:
 async def submit(edge: Edge, request: TaskRequest, budget: float) -> Final | Pending:
     """Publish `request` and wait up to `budget` seconds (0: not at all) for its final answer.
 
-    A keyed request whose id already has a result is answered from it and not published again.
+    An idempotent request whose id already has a result is answered from it and not published
+    again.
     """
-    if request.keyed:
+    if request.idempotent:
         # Unreachable database: publish anyway; the worker applies one id at most once.
         stored = await _stored_if_reachable(edge.pool, request.id, request.workflow_id)
         if stored is not None:
@@ -58,14 +59,14 @@ async def _publish(edge: Edge, request: TaskRequest) -> None:
 async def _publish_and_wait(edge: Edge, request: TaskRequest, budget: float) -> Final | None:
     """Publish, then wait up to `budget` seconds for the answer: the worker's reply, or its stored
     result when the reply was lost; None when neither came in time."""
-    waiter = edge.inbox.expect(request.id, request.fingerprint)
+    waiter = edge.replies.expect(request.id, request.fingerprint)
     try:
         await _publish(edge, request)
     except BaseException:
-        edge.inbox.forget(request.id, waiter)
+        edge.replies.forget(request.id, waiter)
         raise
     confirmed = time.monotonic()
-    reply = await edge.inbox.wait(request.id, waiter, budget)
+    reply = await edge.replies.wait(request.id, waiter, budget)
     waited = edge.metrics.sync_replied if reply is not None else edge.metrics.sync_timed_out
     waited.observe(time.monotonic() - confirmed)
     if reply is not None:
@@ -84,8 +85,8 @@ async def _stored_if_reachable(
     """The stored result, or None when there is none or the database cannot say so now.
 
     After a confirm, a database error must not become a 503, which would invite a retry (and a
-    second effect): the client gets 202 and a status URL. Before publishing a keyed request, the
-    worker's dedupe by request id makes publishing without the look-up safe.
+    second effect): the client gets 202 and a status URL. Before publishing an idempotent request,
+    the worker's dedupe by request id makes publishing without the look-up safe.
     """
     try:
         async with asyncio.timeout(1.0):

@@ -12,20 +12,22 @@ from multidict import istr
 from ingest import store
 from ingest.edge import filters
 from ingest.edge.bodies import accept_json_object, check_content_type, read_within_deadline
+from ingest.edge.documents import accepted
 from ingest.edge.keys import EDGE, OUTCOME, SETTINGS
 from ingest.edge.paths import path_id, workflow_of
 from ingest.edge.preferences import parse_prefer
 from ingest.edge.responses import JSON, final_response, json_response
 from ingest.edge.submit import Final, submit
 from ingest.errors import InvalidHeader, NotFound, RateLimited
-from ingest.fields import unique_key_from_text
-from ingest.messages import Operation, TaskRequest, idempotent_request_id
+from ingest.fields import unique_value_from_text
+from ingest.messages import Operation, TaskRequest, delete_body, idempotent_request_id
 from ingest.tasks import render
 from ingest.workflows import CURSOR, Workflow
 
 _PREFER = istr("Prefer")
 _PREFERENCE_APPLIED = istr("Preference-Applied")
 _IDEMPOTENCY_KEY = istr("Idempotency-Key")
+MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
 async def post_task(request: web.Request) -> web.Response:
@@ -41,8 +43,8 @@ async def put_task(request: web.Request) -> web.Response:
 async def delete_task(request: web.Request) -> web.Response:
     """Deletes go through the queue like every write, so they serialise with upserts."""
     workflow = await _admitted_workflow(request)
-    key = _canonical_key(workflow, request.match_info["task_id"])
-    return await _submit(request, workflow, Operation.DELETE, orjson.dumps({"key": key}).decode())
+    unique_value = _unique_value(workflow, request.match_info["task_id"])
+    return await _submit(request, workflow, Operation.DELETE, delete_body(unique_value))
 
 
 async def _admitted_workflow(request: web.Request) -> Workflow:
@@ -73,7 +75,7 @@ async def _submit(
         operation=operation,
         body=body,
         received_at=time.time(),
-        keyed=idempotency_key is not None,
+        idempotent=idempotency_key is not None,
         wants_reply=budget > 0,
     )
     submitted = await submit(edge, task_request, budget)
@@ -94,8 +96,10 @@ def _idempotency_key(request: web.Request) -> str | None:
     key = given[0].strip()
     if len(key) >= 2 and key[0] == key[-1] == '"':
         key = key[1:-1]
-    if not 1 <= len(key) <= 255 or not (key.isascii() and key.isprintable()):
-        raise InvalidHeader("Idempotency-Key must be 1 to 255 printable ASCII characters")
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not (key.isascii() and key.isprintable()):
+        raise InvalidHeader(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters"
+        )
     return key
 
 
@@ -105,13 +109,11 @@ def _accepted(
     """202 with the request's status URL."""
     edge = request.app[EDGE]
     public_id = edge.request_ids.public(request_id, workflow.id)
-    token = request.match_info["token"]
-    url = f"{edge.settings.base_url}/api/v1/workflows/{token}/requests/{public_id}"
-    headers = {hdrs.CONTENT_TYPE: JSON, hdrs.LOCATION: url}
+    body = accepted(edge.settings.base_url, request.match_info["token"], public_id)
+    headers = {hdrs.CONTENT_TYPE: JSON, hdrs.LOCATION: body["status_url"]}
     if respond_async:
         headers[_PREFERENCE_APPLIED] = "respond-async"
-    body = orjson.dumps({"id": public_id, "status": "pending", "status_url": url})
-    return web.Response(body=body, status=202, headers=headers)
+    return web.Response(body=orjson.dumps(body), status=202, headers=headers)
 
 
 async def get_task(request: web.Request) -> web.Response:
@@ -119,18 +121,18 @@ async def get_task(request: web.Request) -> web.Response:
     settings, edge = request.app[SETTINGS], request.app[EDGE]
     workflow = await workflow_of(request)
     wanted = request.match_info["task_id"]
-    task = await store.task_by_key(edge.pool, workflow.id, _canonical_key(workflow, wanted))
+    task = await store.task_by_unique_value(edge.pool, workflow.id, _unique_value(workflow, wanted))
     if task is None:
         raise NotFound("no task has this id")
     return json_response(render(workflow, task, settings.base_url))
 
 
-def _canonical_key(workflow: Workflow, value: str) -> str:
+def _unique_value(workflow: Workflow, value: str) -> str:
     """The stored form of a Unique ID given in a URL; a value no task can have raises NotFound."""
-    key = unique_key_from_text(workflow.unique_field, value, workflow.definition.members)
-    if key is None:
+    unique_value = unique_value_from_text(workflow.unique_field, value, workflow.definition.members)
+    if unique_value is None:
         raise NotFound("no task has this id")
-    return key
+    return unique_value
 
 
 async def list_tasks(request: web.Request) -> web.Response:

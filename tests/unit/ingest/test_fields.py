@@ -8,20 +8,21 @@ from typing import Any
 
 import jsonschema
 import pytest
+from pydantic_core import PydanticCustomError
 
 from ingest.fields import (
     KINDS,
     UNIQUE_ID_TYPES,
+    FieldSpec,
     FieldType,
+    as_unique_value,
     decode_values,
     encode_values,
     filter_document,
     kind_of,
-    unique_key,
-    unique_key_from_text,
+    unique_value_from_text,
 )
-from ingest.tasks import TaskPublicIds
-from ingest.workflows import FieldSpec, WorkflowDefinition, example_payload, task_schema
+from ingest.values import INVALID, MAX_LONG_TEXT_CHARS, MAX_TEXT_CHARS, MAX_UNIQUE_VALUE_BYTES
 
 MEMBERS = ("ann@example.com",)
 
@@ -106,14 +107,14 @@ def test_a_filter_a_type_cannot_hold_is_refused(text):
 
 
 def test_unique_ids_have_one_text():
-    assert unique_key(Decimal("42.0")) == unique_key(Decimal("4.2E+1")) == "42"
+    assert as_unique_value(Decimal("42.0")) == as_unique_value(Decimal("4.2E+1")) == "42"
     number = FieldSpec(name="N", type=FieldType.NUMBER, id=1)
-    assert unique_key_from_text(number, "42.00") == "42"
-    assert unique_key_from_text(number, "forty-two") is None
-    assert unique_key_from_text(None, "a\x00b") is None
-    assert unique_key_from_text(None, "x" * 5000) is None
+    assert unique_value_from_text(number, "42.00") == "42"
+    assert unique_value_from_text(number, "forty-two") is None
+    assert unique_value_from_text(None, "a\x00b") is None
+    assert unique_value_from_text(None, "x" * 5000) is None
     person = FieldSpec(name="P", type=FieldType.PERSON, id=2)
-    assert unique_key_from_text(person, "ANN@example.COM", MEMBERS) == "ann@example.com"
+    assert unique_value_from_text(person, "ANN@example.COM", MEMBERS) == "ann@example.com"
     assert FieldType.LONG_TEXT not in UNIQUE_ID_TYPES
     assert FieldType.NUMBER in UNIQUE_ID_TYPES
 
@@ -132,32 +133,31 @@ def test_schemas_name_what_a_body_may_give():
         jsonschema.validate("XL", _schema_of(FieldType.SINGLE_SELECT))
 
 
-def test_a_workflows_sample_task_passes_its_task_schema():
-    definition = WorkflowDefinition.parse(
-        {
-            "name": "Every type",
-            "stages": ["New"],
-            "members": list(MEMBERS),
-            "fields": [
-                {
-                    "name": f"F {t}",
-                    "type": t,
-                    "options": ["S", "M"] if kind_of(t).has_options else [],
-                }
-                for t in FieldType
-            ],
-        }
+def test_each_text_kind_keeps_its_own_length_bound():
+    text = kind_of(FieldType.TEXT).converter(_spec(FieldType.TEXT), MEMBERS)
+    long_text = kind_of(FieldType.LONG_TEXT).converter(_spec(FieldType.LONG_TEXT), MEMBERS)
+    assert text("x" * MAX_TEXT_CHARS)
+    assert long_text("x" * MAX_LONG_TEXT_CHARS)
+    assert long_text("x" * (MAX_TEXT_CHARS + 1))
+    for convert, limit in ((text, MAX_TEXT_CHARS), (long_text, MAX_LONG_TEXT_CHARS)):
+        with pytest.raises(PydanticCustomError, match=INVALID):
+            convert("x" * (limit + 1))
+
+
+@pytest.mark.parametrize("field_type", [FieldType.NUMBER, FieldType.CURRENCY])
+def test_numbers_are_shown_as_decimal_text_every_digit_kept(field_type):
+    render = kind_of(field_type).render
+    assert render(Decimal("1E+3")) == "1000"
+    assert render(Decimal("0.000001")) == "0.000001"
+    assert render(Decimal("10000.50")) == "10000.50"
+
+
+def test_a_unique_id_in_a_url_is_read_as_its_field_reads_a_filter():
+    day = FieldSpec(name="D", type=FieldType.DATE, id=1)
+    assert unique_value_from_text(day, "2020-01-31") == "2020-01-31"
+    assert unique_value_from_text(day, "2020-02-30") is None
+    choice = FieldSpec(name="C", type=FieldType.SINGLE_SELECT, options=("A",), id=2)
+    assert unique_value_from_text(choice, "anything") == "anything"  # matches no task if no option
+    assert (
+        unique_value_from_text(None, "k" * MAX_UNIQUE_VALUE_BYTES) == "k" * MAX_UNIQUE_VALUE_BYTES
     )
-    schema = task_schema(definition)
-    jsonschema.validate(example_payload(definition), schema)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"F number": "ten"}, schema)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"Nope": 1}, schema)
-
-
-def test_task_public_ids_are_unguessable_and_never_repeat():
-    ids = TaskPublicIds(batch=3)
-    made = [ids.next() for _ in range(1000)]
-    assert len(set(made)) == 1000
-    assert all(re.fullmatch(r"[A-Za-z0-9_-]{16}", public_id) for public_id in made)
