@@ -16,10 +16,12 @@ import pytest
 from ingest import store
 from ingest.edge.keys import EDGE
 from ingest.messages import Operation, Reply, TaskBatch, TaskRequest, decode_replies
-from ingest.results import UNKNOWN_WORKFLOW_BODY, Outcome, fetch_result
+from ingest.results import DEAD_STATUS, UNKNOWN_WORKFLOW_BODY, Outcome, dead_lettered, fetch_result
 from ingest.settings import Settings
 from tests.conftest import SEED_REQUEST
 from worker.consumer import Consumer
+from worker.culprits import Verdict
+from worker.upsert import BatchApplier
 
 
 @pytest.fixture
@@ -157,3 +159,18 @@ async def test_a_batch_applies_the_versions_the_database_has_and_answers_404_to_
         for row in await pool.fetch("SELECT request_id, http_status, outcome FROM request_results")
     }
     assert answers == {known.id: (201, "created"), ahead.id: (404, "not_found")}
+
+
+async def test_a_verdict_on_a_request_of_a_deleted_workflow_is_answered_not_retried_for_ever(
+    pool: asyncpg.Pool,
+) -> None:
+    """A request that killed workers is judged alone; if its workflow is gone by then, its dead
+    verdict cannot be stored (a result references its workflow): it is answered, and the batch
+    commits instead of failing on the foreign key again and again."""
+    request = _request(workflow_id=987_654, version=1)
+    dead = Verdict(dead_lettered(request), "killed its worker 3 times")
+    async with pool.acquire() as conn:
+        (answer,) = await BatchApplier("http://x").apply(conn, [request], settled={0: dead})
+    assert (answer.http_status, answer.outcome) == (DEAD_STATUS, Outcome.DEAD)
+    assert await pool.fetchval("SELECT count(*) FROM request_results") == 0
+    assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 1

@@ -170,16 +170,24 @@ class BatchApplier:
         """The results of the `fresh` requests (with their positions in the batch), applied or
         judged by their verdicts; stored, with the dead letters the verdicts call for."""
         made: dict[uuid.UUID, Result] = {}
+        unstorable: dict[uuid.UUID, Result] = {}
         by_workflow: dict[int, list[TaskRequest]] = defaultdict(list)
+        judged: list[tuple[TaskRequest, Verdict]] = []
         for index, request in fresh:
             verdict = settled.get(index)
             if verdict is None:
                 by_workflow[request.workflow_id].append(request)
-                continue
-            made[request.id] = verdict.result
-            if verdict.dead_reason is not None:
-                await deadletters.record_request(conn, request, verdict.dead_reason)
-        unstorable: dict[uuid.UUID, Result] = {}
+            else:
+                judged.append((request, verdict))
+        if judged:
+            # A verdict's result references its workflow, which may be gone by now: then it is
+            # only answered, as any request of a workflow the database does not have.
+            present = await _present_workflows(conn, {r.workflow_id for r, _ in judged})
+            for request, verdict in judged:
+                stored = request.workflow_id in present
+                (made if stored else unstorable)[request.id] = verdict.result
+                if verdict.dead_reason is not None:
+                    await deadletters.record_request(conn, request, verdict.dead_reason)
         for workflow_id, group in by_workflow.items():
             applied = await self._apply_group(conn, workflow_id, group)
             (made if applied.storable else unstorable).update(applied.results)
@@ -290,6 +298,13 @@ class BatchApplier:
                 if not s.is_new and (s.builtins_changed or s.changed_fields)
             ],
         )
+
+
+async def _present_workflows(conn: Connection, workflow_ids: set[int]) -> set[int]:
+    rows = await conn.fetch(
+        "SELECT id FROM workflows WHERE id = ANY($1::bigint[])", list(workflow_ids)
+    )
+    return {row["id"] for row in rows}
 
 
 @dataclass(frozen=True, slots=True)
