@@ -22,6 +22,8 @@ from ingest.edge.inflight import BODY_BUDGET, BodyBudget, hold_bodies
 from ingest.edge.keys import EDGE, METRICS, SETTINGS
 from ingest.edge.metrics import EdgeMetrics
 from ingest.edge.middleware import error_middleware, observe_requests
+from ingest.edge.openapi import DOCUMENTS, Documents
+from ingest.edge.openapi_terms import ROUTE_TABLE
 from ingest.edge.publisher import Publisher
 from ingest.edge.ratelimit import RateLimiter
 from ingest.edge.replies import ReplyWaiters
@@ -100,6 +102,8 @@ def create_app(settings: Settings, log_lines: LogWriter | None = None) -> web.Ap
     app[METRICS] = metrics
     app.cleanup_ctx.append(edge_context)
     add_routes(app)
+    routes = app[ROUTE_TABLE]
+    app[DOCUMENTS] = Documents(settings.base_url, routes)
     return app
 
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from ingest.edge import openapi
 from ingest.edge.documents import HEALTHY, unready
-from ingest.edge.keys import EDGE, METRICS, SETTINGS
-from ingest.edge.openapi_page import docs_html
-from ingest.edge.openapi_terms import ROUTE_TABLE
+from ingest.edge.keys import EDGE, METRICS
+from ingest.edge.openapi import DOCUMENTS
 from ingest.edge.paths import workflow_of
 from ingest.edge.responses import JSON, json_response
 from ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -19,21 +17,17 @@ _OK = orjson.dumps(HEALTHY)
 
 
 async def openapi_document(request: web.Request) -> web.Response:
-    routes = request.app[ROUTE_TABLE]
-    return json_response(openapi.spec(request.app[SETTINGS].base_url, routes))
+    return web.Response(body=request.app[DOCUMENTS].api(), content_type=JSON)
 
 
 async def openapi_docs(request: web.Request) -> web.Response:
-    routes = request.app[ROUTE_TABLE]
-    page = docs_html(openapi.spec(request.app[SETTINGS].base_url, routes))
-    return web.Response(text=page, content_type="text/html")
+    return web.Response(text=request.app[DOCUMENTS].page(), content_type="text/html")
 
 
 async def workflow_openapi_document(request: web.Request) -> web.Response:
     """The document with this workflow's own task schema and examples."""
     workflow = await workflow_of(request)
-    routes = request.app[ROUTE_TABLE]
-    return json_response(openapi.spec(request.app[SETTINGS].base_url, routes, workflow))
+    return web.Response(body=request.app[DOCUMENTS].of_workflow(workflow), content_type=JSON)
 
 
 async def metrics_page(request: web.Request) -> web.Response:

@@ -11,11 +11,16 @@ for a method a path does not have, and `500 internal_error`, which is a bug when
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import orjson
+from aiohttp import web
+
 from ingest.edge import openapi_examples as examples
 from ingest.edge.documents import OpenApiDocument
+from ingest.edge.openapi_page import docs_html
 from ingest.edge.openapi_schemas import TASK_PAYLOAD, BodySchemas, Mode, body_schemas
 from ingest.edge.openapi_shared import REQUEST_ID_HEADER, X_REQUEST_ID
 from ingest.edge.openapi_terms import (
@@ -91,6 +96,46 @@ def spec(
             "securitySchemes": _SECURITY_SCHEMES,
         },
     }
+
+
+class Documents:
+    """The served documents, each made once: making one takes milliseconds of the event loop (a
+    pydantic schema per body type), so a client asking again and again must not pay it again.
+    A workflow's own document is kept per workflow version, the most recent `most` of them."""
+
+    def __init__(self, base_url: str, routes: Sequence[Route], most: int = 256) -> None:
+        self._base_url = base_url
+        self._routes = routes
+        self._most = most
+        self._api: bytes | None = None
+        self._page: str | None = None
+        self._of_workflow: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+
+    def api(self) -> bytes:
+        if self._api is None:
+            self._api = orjson.dumps(spec(self._base_url, self._routes))
+        return self._api
+
+    def page(self) -> str:
+        if self._page is None:
+            self._page = docs_html(spec(self._base_url, self._routes))
+        return self._page
+
+    def of_workflow(self, workflow: Workflow) -> bytes:
+        key = (workflow.id, workflow.version)
+        made = self._of_workflow.get(key)
+        if made is None:
+            made = orjson.dumps(spec(self._base_url, self._routes, workflow))
+            self._of_workflow[key] = made
+            if len(self._of_workflow) > self._most:
+                self._of_workflow.popitem(last=False)
+        else:
+            self._of_workflow.move_to_end(key)
+        return made
+
+
+#: The application's `Documents` (set by `ingest.edge.app.create_app`).
+DOCUMENTS: web.AppKey[Documents] = web.AppKey("openapi_documents")
 
 
 def _info(workflow: Workflow | None) -> dict[str, Any]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from openapi_spec_validator import validate
 
 from ingest.edge import openapi, openapi_page
+from ingest.edge.openapi_examples import sample_workflow
 from ingest.edge.routes import ROUTES
 
 BASE = "http://127.0.0.1:8080"
@@ -85,3 +87,19 @@ def test_statuses_match_the_handlers() -> None:
             if status == "500":  # only the dead-letter answer, never `internal_error`
                 error = answer["content"]["application/json"]["schema"]["properties"]["error"]
                 assert error == {"enum": ["dead_lettered"]}
+
+
+def test_each_document_is_made_once_and_a_workflows_once_per_version() -> None:
+    documents = openapi.Documents(BASE, ROUTES, most=2)
+    assert documents.api() is documents.api()
+    assert orjson.loads(documents.api()) == orjson.loads(orjson.dumps(spec(BASE)))
+    assert documents.page() is documents.page()
+    first = sample_workflow()
+    made = documents.of_workflow(first)
+    assert documents.of_workflow(first) is made
+    assert orjson.loads(made) == orjson.loads(orjson.dumps(openapi.spec(BASE, ROUTES, first)))
+    changed = first.model_copy(update={"version": 2})
+    assert documents.of_workflow(changed) is not made
+    for workflow_id in (7, 8):  # at most two are kept: the oldest goes first
+        documents.of_workflow(first.model_copy(update={"id": workflow_id}))
+    assert documents.of_workflow(first) is not made
