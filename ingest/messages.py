@@ -63,7 +63,8 @@ class TaskRequest:
             "op": self.operation.value,
             "body": self.body,
             "at": self.received_at,
-            "idempotent": self.idempotent,
+            # The wire's name for the flag, kept so every worker version reads it alike.
+            "key": self.idempotent,
             "reply": self.wants_reply,
         }
 
@@ -76,9 +77,9 @@ class TaskRequest:
             operation=Operation(raw["op"]),
             body=str(raw["body"]),
             received_at=float(raw["at"]),
-            # Older versions sent the flag as "key". Absent, it is assumed set: that
-            # costs a look-up of a stored result, never a second effect.
-            idempotent=bool(raw.get("idempotent", raw.get("key", True))),
+            # Absent, the flag is assumed set: that costs a look-up of a stored result, never a
+            # second effect.
+            idempotent=bool(raw.get("key", True)),
             wants_reply=bool(raw.get("reply", True)),
         )
 

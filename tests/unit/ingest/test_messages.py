@@ -82,15 +82,15 @@ def test_a_batch_without_a_reply_queue_name_decodes_with_none(reply_to):
 def test_a_request_from_before_the_flags_is_taken_as_idempotent_and_waited_for():
     """Missing flags take the safe side: look for an earlier result, and answer."""
     wire = _request(idempotent=False, wants_reply=False).to_wire()
-    del wire["idempotent"], wire["reply"]
+    del wire["key"], wire["reply"]
     assert TaskRequest.from_wire(wire) == _request(idempotent=True, wants_reply=True)
 
 
 @pytest.mark.parametrize("flag", [False, True])
-def test_the_idempotent_flag_is_read_under_its_older_name_too(flag):
-    wire = _request(idempotent=not flag).to_wire()
-    del wire["idempotent"]
-    wire["key"] = flag
+def test_the_idempotent_flag_travels_under_the_wire_name_every_worker_reads(flag):
+    """The wire is a frozen contract: workers of every version read the flag as `key`."""
+    wire = _request(idempotent=flag).to_wire()
+    assert wire["key"] is flag
     assert TaskRequest.from_wire(wire).idempotent is flag
 
 
@@ -353,8 +353,8 @@ def test_the_text_scan_and_the_walk_agree_at_the_depth_limit(escape):
         parse_payload(_nested(MAX_DEPTH + 1, escape))
 
 
-# Messages queued by an older version still read the same: renamed wire members are read under
-# their old names too, and the delete body keeps the name older workers read.
+# Messages queued by an older version read the same: the wire keeps its names (`key` for the
+# idempotent flag and for a delete's Unique ID value) whatever the code calls them.
 def _wire(**members: object) -> bytes:
     request = {
         "id": uuid.uuid4().hex,
@@ -368,7 +368,7 @@ def _wire(**members: object) -> bytes:
     return orjson.dumps({"v": 1, "reply_to": None, "requests": [request]})
 
 
-def test_the_idempotent_flag_is_read_under_its_old_name_key() -> None:
+def test_a_message_of_an_older_version_reads_its_idempotent_flag() -> None:
     (old_idempotent,) = TaskBatch.decode(_wire(key=True)).requests
     (old_plain,) = TaskBatch.decode(_wire(key=False)).requests
     assert (old_idempotent.idempotent, old_plain.idempotent) == (True, False)
