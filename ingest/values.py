@@ -17,7 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import HttpUrl, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
 
-#: A value as stored (and held in memory by the worker): see the module's docstring.
+#: A value as stored (and held in memory by the worker): see `ingest.fields`' docstring.
 Stored = Decimal | str | bool | list[str]
 #: Turns a JSON value of a task body into its stored value, or raises `PydanticCustomError`
 #: whose type is SPEC §4's message.
@@ -99,9 +99,9 @@ def has_lone_surrogate(text: str) -> bool:
     return False
 
 
-def unique_value_fits(key: str) -> bool:
+def unique_value_fits(unique_value: str) -> bool:
     """True when a Unique ID's canonical text fits the task index."""
-    return fits_utf8(key, MAX_UNIQUE_VALUE_BYTES)
+    return fits_utf8(unique_value, MAX_UNIQUE_VALUE_BYTES)
 
 
 def is_email(value: str) -> bool:

@@ -255,7 +255,8 @@ class Workflow(BaseModel):
 
     def summary(self, base_url: str) -> WorkflowSummary:
         """The admin view of a workflow (never the token: only its hash is kept)."""
-        # A definition dumps to exactly DefinitionJson's keys (tests/test_openapi_routes.py).
+        # A definition dumps to exactly DefinitionJson's keys
+        # (tests/unit/ingest/edge/test_routes.py).
         definition = cast(DefinitionJson, self.definition.model_dump(mode="json"))
         return {
             "id": self.public_id,

@@ -205,6 +205,17 @@ async def worker(settings: Settings) -> AsyncIterator[WorkerHandle]:
 
 
 @pytest.fixture
+async def consumer(settings: Settings) -> AsyncIterator[Consumer]:
+    async with store.open_pool(settings, size=2) as pool:
+        running = Consumer(settings, pool)
+        task = asyncio.create_task(running.run())
+        await asyncio.wait_for(running.consuming.wait(), 10)
+        yield running
+        running.stop()
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
 async def stopped_worker(settings: Settings) -> AsyncIterator[WorkerHandle]:
     handle = WorkerHandle(settings)
     yield handle

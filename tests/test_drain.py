@@ -3,9 +3,7 @@ assert right after it, with no polling."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
@@ -13,22 +11,10 @@ import asyncpg
 import orjson
 import pytest
 
-from ingest import store
 from ingest.messages import Operation, TaskRequest
 from ingest.settings import Settings
 from tests.conftest import publish_batches
 from worker.consumer import Consumer
-
-
-@pytest.fixture
-async def consumer(settings: Settings) -> AsyncIterator[Consumer]:
-    async with store.open_pool(settings, size=2) as pool:
-        running = Consumer(settings, pool)
-        task = asyncio.create_task(running.run())
-        await asyncio.wait_for(running.consuming.wait(), 10)
-        yield running
-        running.stop()
-        await asyncio.wait_for(task, 10)
 
 
 def _requests(workflow: Any, first: int, count: int) -> list[TaskRequest]:

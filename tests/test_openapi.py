@@ -288,7 +288,7 @@ _HUGE_CURSOR = base64.urlsafe_b64encode(b"9" * 30).decode().rstrip("=")
             "GET",
             "/api/v1/admin/workflows/{workflow_id}",
             {"path_parameters": {"workflow_id": _NUL}, "headers": ADMIN},
-            # Once answered 500: NUL in an admin workflow id: views._admin_workflow
+            # Once answered 500: NUL in an admin workflow id: admin._admin_workflow
             id="nul-admin-workflow-id",
         ),
         pytest.param(
@@ -330,7 +330,7 @@ _HUGE_CURSOR = base64.urlsafe_b64encode(b"9" * 30).decode().rstrip("=")
             "GET",
             "/api/v1/workflows/{token}/tasks/{task_id}",
             {"path_parameters": {"token": "{numeric_token}", "task_id": "1e1000000"}},
-            # Once answered 500: views._unique_value catches InvalidOperation only;
+            # Once answered 500: tasks._unique_value catches InvalidOperation only;
             # Decimal.normalize() raises decimal.Overflow for a NUMBER Unique ID beyond the
             # context's Emax
             id="numeric-key-overflow-get",
@@ -339,7 +339,7 @@ _HUGE_CURSOR = base64.urlsafe_b64encode(b"9" * 30).decode().rstrip("=")
             "DELETE",
             "/api/v1/workflows/{token}/tasks/{task_id}",
             {"path_parameters": {"token": "{numeric_token}", "task_id": "1e1000000"}},
-            # Once answered 500: views._unique_value (as above), from views.delete_task
+            # Once answered 500: tasks._unique_value (as above), from tasks.delete_task
             id="numeric-key-overflow-delete",
         ),
         pytest.param(
@@ -348,7 +348,7 @@ _HUGE_CURSOR = base64.urlsafe_b64encode(b"9" * 30).decode().rstrip("=")
             {"headers": ADMIN, "body": {"name": "lone \ud800 surrogate"}},
             # Once answered 500: bodies.accept_json_object falls back to json.loads (meant for
             # integers beyond 64 bits), which accepts a lone surrogate escape orjson refuses;
-            # views.create_workflow then calls orjson.loads on it: JSONDecodeError, unhandled
+            # admin.create_workflow then calls orjson.loads on it: JSONDecodeError, unhandled
             id="lone-surrogate-definition",
         ),
     ],

@@ -13,7 +13,6 @@ import asyncpg
 import orjson
 import pytest
 
-from ingest import store
 from ingest.edge.keys import EDGE
 from ingest.messages import Operation, Reply, TaskBatch, TaskRequest, decode_replies
 from ingest.results import DEAD_STATUS, UNKNOWN_WORKFLOW_BODY, Outcome, dead_lettered, fetch_result
@@ -22,18 +21,6 @@ from tests.conftest import SEED_REQUEST
 from worker.consumer import Consumer
 from worker.culprits import Verdict
 from worker.upsert import BatchApplier
-
-
-@pytest.fixture
-async def consumer(settings: Settings) -> AsyncIterator[Consumer]:
-    """A worker's consumer running in this event loop, with a pool of its own."""
-    async with store.open_pool(settings, size=2) as pool:
-        running = Consumer(settings, pool)
-        task = asyncio.create_task(running.run())
-        await asyncio.wait_for(running.consuming.wait(), 10)
-        yield running
-        running.stop()
-        await asyncio.wait_for(task, 10)
 
 
 @pytest.fixture

@@ -105,8 +105,9 @@ class Consumer:
         holds none: every message delivered so far concluded (a batch's results committed and its
         replies sent before its ack), and every message it rejected back as a recorded dead letter.
         A message the broker dead-letters at the delivery limit is not waited for until it reaches
-        the dead-letter queue. Raises TimeoutError after `timeout` seconds. For tests and tools,
-        like arq's burst mode, on a consumer that keeps running."""
+        the dead-letter queue; a dead letter another worker consumes never comes back here (meant
+        for one consumer on its queue, as in tests). Raises TimeoutError after `timeout` seconds.
+        For tests and tools, like arq's burst mode, on a consumer that keeps running."""
         async with asyncio.timeout(timeout):
             while True:
                 if await self._drained():

@@ -4,8 +4,9 @@ A batch is applied in one transaction, so it fails as a whole. When it fails for
 than the database or the broker being unavailable, some of its requests cause it: a value Postgres
 refuses, or a bug one payload triggers. `find_culprits` finds them by bisection over dry runs
 (transactions rolled back): a part that applies holds no culprit, a lone request that fails is one.
-The consumer then applies the batch once more without them, each culprit with a final result of
-its own (`verdict`), so the healthy requests of the batch commit after a single retry.
+The settler (`worker.settling`) then applies the batch once more without them, each culprit with
+a final result of its own (`verdict`), so the healthy requests of the batch commit after a single
+retry.
 
 A request may also kill the worker process: no exception to catch, no dry run survives it. Such
 a message comes back redelivered; `commit_parts` cuts it in ever smaller parts, each committed

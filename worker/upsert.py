@@ -87,9 +87,10 @@ class WorkflowCache:
         workflow = self._by_id.get(workflow_id)
         if workflow is None or workflow.version < version:
             workflow = await workflow_by_id(conn, workflow_id)
+            if workflow is not None:
+                self._by_id[workflow_id] = workflow
             if workflow is None or workflow.version < version:
                 raise UnknownWorkflow(workflow_id, version, stored=workflow)
-            self._by_id[workflow_id] = workflow
         return workflow
 
     def clear(self) -> None:

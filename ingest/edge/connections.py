@@ -41,6 +41,7 @@ from aiohttp.http_exceptions import (
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from ingest.edge.documents import Error
 from ingest.edge.responses import error_response
 from ingest.errors import UnsupportedContentEncoding
 from ingest.logs import escape_undecodable, redact
@@ -112,7 +113,8 @@ class EdgeServer(web.Server):
         kwargs = {
             **plain._kwargs,
             "keepalive_timeout": settings.idle_timeout,
-            # aiohttp's access log prints raw request lines; ingest's own (views) is redacted.
+            # aiohttp's access log prints raw request lines; ingest's own (`observe_requests`) is
+            # redacted.
             "access_log": None,
             "read_bufsize": _READ_BUFFER,
             "max_line_size": REQUEST_LINE_LIMIT,
@@ -298,7 +300,8 @@ def _problem(status: int, exc: BaseException | None) -> tuple[int, str, str, dic
 
 def _raw_error(status: int, code: str, message: str) -> bytes:
     """A whole HTTP/1.1 error response, for connections that have no request to answer."""
-    body = orjson.dumps({"error": code, "message": message})
+    error: Error = {"error": code, "message": message}
+    body = orjson.dumps(error)
     head = (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"

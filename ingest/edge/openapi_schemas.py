@@ -23,7 +23,6 @@ _REF = "#/components/schemas/{model}"
 #: The name `TaskPayload` has under `components/schemas`.
 TASK_PAYLOAD = TaskPayload.__name__
 
-#: Descriptions of properties of models that carry none themselves.
 #: Examples of whole schemas (others are given with the answers they belong to).
 _EXAMPLES: dict[str, Example] = {
     "TaskPayload": examples.task_payload,

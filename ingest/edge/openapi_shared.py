@@ -58,8 +58,8 @@ def _in_path(component: str, name: str, description: str, **extra: Any) -> Param
 TOKEN = _in_path(
     "Token", "token", "The workflow's secret token (every unknown token answers the same 404)."
 )
-TASK_KEY = _in_path(
-    "TaskKey",
+TASK_UNIQUE_ID = _in_path(
+    "TaskUniqueId",
     "task_id",
     "The task's Unique ID value (numbers compare numerically), or its task id (the last segment "
     "of its Task URL) where the workflow has no Unique ID.",
@@ -96,8 +96,12 @@ IDEMPOTENCY_KEY = Parameter(
     {
         "type": "string",
         "minLength": 1,
-        "maxLength": MAX_IDEMPOTENCY_KEY_CHARS,
-        "pattern": "^[!#-~]([ -~]*[!-~])?$",
+        "maxLength": MAX_IDEMPOTENCY_KEY_CHARS + 2,
+        # What `ingest.edge.tasks._idempotency_key` accepts: quoted or not, the key itself is
+        # 1 to MAX_IDEMPOTENCY_KEY_CHARS printable ASCII characters.
+        "pattern": (
+            f'^(?:"[ -~]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}"|[ -~]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}})$'
+        ),
     },
 )
 PAGE_SIZE = Parameter(
@@ -244,7 +248,7 @@ NOT_AN_OBJECT = (
 MALFORMED_TASK_REQUEST = failure(
     f"{NOT_AN_OBJECT}; or the Idempotency-Key header is malformed", MalformedBody, InvalidHeader
 )
-KEY_REUSED = Answer(
+IDEMPOTENCY_KEY_REUSED = Answer(
     422,
     "The Idempotency-Key was already used with a different request",
     Error,

@@ -126,7 +126,6 @@ class Route:
 ROUTE_TABLE: web.AppKey[tuple[Route, ...]] = web.AppKey("route_table")
 
 
-#: What `error_middleware` answers apart from its table: each with a header of its own.
 def failure(
     description: str,
     *errors: type[IngestError],

@@ -84,7 +84,7 @@ def test_a_result_succeeded_exactly_when_its_answer_is_not_an_error(http_status,
     assert Result(uuid.uuid4(), 1, http_status, "x", "{}").status is status
 
 
-def test_a_keyed_result_keeps_the_fingerprint_and_an_unkeyed_one_none():
+def test_an_idempotent_result_keeps_the_fingerprint_and_any_other_none():
     assert result_of(_request(), 201, "created", "{}").fingerprint == _request().fingerprint
     assert result_of(_request(idempotent=False), 201, "created", "{}").fingerprint is None
 
