@@ -1,4 +1,4 @@
-"""The `ingest` console script: migrate, serve, work, run, workflow …"""
+"""The `ingest` console script: migrate, serve, work, run, workflow, source …"""
 
 from __future__ import annotations
 
@@ -17,9 +17,18 @@ from pydantic import ValidationError
 
 from ingest import deadletters, migrations, store
 from ingest.broker import Topology, ensure_topology
-from ingest.errors import ConfigError, DefinitionError, IngestError
+from ingest.errors import (
+    ConfigError,
+    DefinitionError,
+    IngestError,
+    MalformedBody,
+    MappingFailed,
+    NotFound,
+)
 from ingest.logs import configure_logging, run_async
+from ingest.messages import parse_payload
 from ingest.settings import Settings, settings_table
+from ingest.sources import SourceDefinition, SourceSummary
 from ingest.workflows import CreatedWorkflow, WorkflowDefinition, WorkflowSummary, created_document
 
 
@@ -70,6 +79,52 @@ async def list_workflows(settings: Settings) -> list[WorkflowSummary]:
         return [w.summary(settings.base_url) for w in await store.list_workflows(pool)]
 
 
+async def create_source(settings: Settings, path: str, workflow: str | None) -> SourceSummary:
+    raw = _load_definition(path)
+    if workflow is not None and isinstance(raw, dict):
+        raw["workflow"] = workflow
+    async with store.open_pool(settings, size=1) as pool:
+        source = await store.create_source(pool, raw)
+    return source.summary(settings.base_url)
+
+
+async def list_sources(settings: Settings) -> list[SourceSummary]:
+    async with store.open_pool(settings, size=1) as pool:
+        return [s.summary(settings.base_url) for s in await store.list_sources(pool)]
+
+
+async def try_source(
+    settings: Settings, public_id: str, data: bytes
+) -> tuple[bool, dict[str, Any]]:
+    """What a delivery of `data` would become at source `public_id`, neither verified nor
+    written: (whether it maps or is ignored, what to show)."""
+    async with store.open_pool(settings, size=1) as pool:
+        source = await store.source_by_public_id(pool, public_id)
+    if source is None:
+        raise NotFound(f"no source has the id {public_id!r}")
+    try:
+        return True, _delivered(source.definition, data, settings.max_body_bytes)
+    except (MalformedBody, MappingFailed) as exc:
+        # The codes the edge answers these with.
+        code = "mapping_failed" if isinstance(exc, MappingFailed) else "malformed_body"
+        return False, {"error": code, "message": str(exc)}
+
+
+def _delivered(definition: SourceDefinition, data: bytes, limit: int) -> dict[str, Any]:
+    """The mapped task (its numbers exactly as mapped), or that the filter leaves it out."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedBody("the payload is not UTF-8 text") from None
+    delivery = parse_payload(text)
+    if not definition.admits(delivery):
+        return {"status": "ignored"}
+    return {
+        "status": "mapped",
+        "task": orjson.Fragment(definition.task_body(delivery, text, limit)),
+    }
+
+
 async def list_dead_letters(settings: Settings) -> list[dict[str, Any]]:
     async with store.open_pool(settings, size=1) as pool:
         return [letter.summary() for letter in await deadletters.list_letters(pool)]
@@ -104,6 +159,18 @@ def _parser() -> argparse.ArgumentParser:
     create = workflow.add_parser("create", help="create a workflow from a JSON or YAML file")
     create.add_argument("file", help="definition file, or - for standard input")
     workflow.add_parser("list", help="list workflows")
+    source = commands.add_parser("source", help="manage sources (webhook senders)").add_subparsers(
+        dest="action", required=True
+    )
+    make = source.add_parser("create", help="create a source from a JSON or YAML file")
+    make.add_argument("file", help="definition file, or - for standard input")
+    make.add_argument("--workflow", help="the workflow's id, in place of the file's 'workflow'")
+    source.add_parser("list", help="list sources (never their secrets)")
+    check = source.add_parser(
+        "test", help="show what a delivery would become (mapped task, ignored, or the errors)"
+    )
+    check.add_argument("id", help="the source's id")
+    check.add_argument("payload", help="a delivery's JSON body, or - for standard input")
     dlq = commands.add_parser("dlq", help="dead letters").add_subparsers(
         dest="action", required=True
     )
@@ -126,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         _dispatch(args, settings)
     except DefinitionError as exc:
         sys.stderr.write(
-            "invalid workflow definition:\n" + "".join(f"  - {p}\n" for p in exc.problems)
+            f"invalid {args.command} definition:\n" + "".join(f"  - {p}\n" for p in exc.problems)
         )
         raise SystemExit(2) from None
     except (IngestError, OSError, asyncpg.PostgresError) as exc:
@@ -161,7 +228,23 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
             print(f"removed {done.finished} dead letter(s) whose requests have finished since")
         if done.unreadable:
             print(f"kept {len(done.unreadable)} unreadable dead letter(s): {done.unreadable}")
+    elif args.command == "source":
+        _source_command(args, settings)
     elif args.action == "create":
         _print_json(asyncio.run(create_workflow(settings, args.file)))
     else:
         _print_json(asyncio.run(list_workflows(settings)))
+
+
+def _source_command(args: argparse.Namespace, settings: Settings) -> None:
+    if args.action == "create":
+        _print_json(asyncio.run(create_source(settings, args.file, args.workflow)))
+    elif args.action == "list":
+        _print_json(asyncio.run(list_sources(settings)))
+    else:
+        path = args.payload
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        mapped, shown = asyncio.run(try_source(settings, args.id, data))
+        _print_json(shown)
+        if not mapped:
+            raise SystemExit(1)

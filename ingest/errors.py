@@ -7,15 +7,18 @@
     │   ├── MalformedBody      not JSON, not an object, bad encoding, too deep
     │   │   └── UnreadableBody the body stream broke (framing, Content-Encoding)
     │   ├── BodyTooLarge       over the body limit
+    │   │   └── TooManyItems   a batch import over its item limit
     │   ├── UnsupportedMediaType
     │   │   └── UnsupportedContentEncoding
     │   ├── InvalidHeader      a header the request depends on is malformed
     │   ├── RateLimited        over the workflow's request rate
+    │   ├── MappingFailed      a source's filter or map cannot be applied to a delivery
     │   ├── BodyTimeout        the body did not arrive within the read deadline
     │   └── ClientDisconnected the client went away before its body arrived
     ├── NotFound               unknown token, workflow, task or request id
     ├── Unauthorized           the admin token is missing or wrong
     ├── Forbidden              the admin API is closed (no admin token configured)
+    ├── InvalidSignature       a webhook delivery fails its source's verification
     ├── Unavailable            a backend cannot take the request now (retry later)
     │   ├── PublishFailed      broker nack, return, timeout or closed channel
     │   └── Backlogged         the edge's publish backlog is full
@@ -74,6 +77,15 @@ class BodyTooLarge(RequestError):
         self.limit = limit
 
 
+class TooManyItems(BodyTooLarge):
+    """Raised when a batch import holds more task bodies than `INGEST_BATCH_MAX_ITEMS`."""
+
+    def __init__(self, items: int, limit: int) -> None:
+        RequestError.__init__(self, f"a batch holds at most {limit} items; this one holds {items}")
+        self.items = items
+        self.limit = limit
+
+
 class UnsupportedMediaType(RequestError):
     """Raised when a body is sent with a content type other than JSON."""
 
@@ -102,6 +114,17 @@ class RateLimited(RequestError):
         self.retry_after = retry_after
 
 
+class MappingFailed(RequestError):
+    """Raised when a source's filter or map cannot be applied to a delivery (a function given the
+    wrong type, a value JSON cannot write, a task too large); names where, the expression, why."""
+
+    def __init__(self, where: str, expression: str, reason: str) -> None:
+        super().__init__(f"{where} {expression!r} cannot be applied to this delivery: {reason}")
+        self.where = where
+        self.expression = expression
+        self.reason = reason
+
+
 class BodyTimeout(RequestError):
     """Raised when a request body does not arrive within the read deadline."""
 
@@ -120,6 +143,11 @@ class Unauthorized(IngestError):
 
 class Forbidden(IngestError):
     """Raised when the admin API is used while no admin token is configured."""
+
+
+class InvalidSignature(IngestError):
+    """Raised when a delivery to a source fails its verification: a header missing or malformed,
+    a timestamp stale or in the future, or no secret matching; the message says which."""
 
 
 class Unavailable(IngestError):

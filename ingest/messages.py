@@ -33,6 +33,10 @@ class Operation(StrEnum):
     UPSERT = "upsert"  #: POST: update by Unique ID, or create
     UPDATE = "update"  #: PUT: update by Unique ID, 404 when missing
     DELETE = "delete"  #: DELETE: remove the task the body names (`delete_body`), 404 when missing
+    #: POST .../tasks/batch: the body is a JSON array of task bodies, each upserted in order
+    #: (`ingest.batches`). A worker of a version before it cannot decode the message: deploy
+    #: workers before edges.
+    BATCH = "batch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,8 @@ class TaskRequest:
     idempotent: bool = False
     #: A client waits for the answer, so the worker sends a reply after commit.
     wants_reply: bool = True
+    #: Task bodies it carries: a batch import's items, else 1. It sizes a worker's transactions.
+    items: int = 1
 
     @property
     def fingerprint(self) -> bytes:
@@ -56,7 +62,7 @@ class TaskRequest:
         return hashlib.sha256(f"{self.operation.value}\n{self.body}".encode()).digest()
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire: dict[str, Any] = {
             "id": self.id.hex,
             "wf": self.workflow_id,
             "wv": self.workflow_version,
@@ -67,6 +73,9 @@ class TaskRequest:
             "key": self.idempotent,
             "reply": self.wants_reply,
         }
+        if self.items != 1:
+            wire["n"] = self.items
+        return wire
 
     @classmethod
     def from_wire(cls, raw: Any) -> TaskRequest:
@@ -81,6 +90,7 @@ class TaskRequest:
             # second effect.
             idempotent=bool(raw.get("key", True)),
             wants_reply=bool(raw.get("reply", True)),
+            items=max(1, int(raw.get("n", 1))),
         )
 
 
@@ -231,19 +241,32 @@ def parse_payload(text: str | bytes) -> dict[str, Any]:
 
     The edge and the worker both parse with this, so what the edge accepted the worker can read.
     """
-    try:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")  # strictly: json.loads would also take UTF-16 or a BOM
-        value = _EXACT_JSON.decode(text)
-    except RecursionError:
-        raise MalformedBody("JSON nesting is too deep") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
-        raise MalformedBody(f"body is not valid JSON: {exc}") from None
+    if isinstance(text, bytes):
+        text = _utf8(text)
+    value = parse_exactly(text)
     if not isinstance(value, dict):
         raise MalformedBody("body must be a JSON object")
     if may_hold_refused_values(text):
         inspect_values(value, strict_strings=True)
     return value
+
+
+def parse_exactly(text: str) -> Any:
+    """Any JSON value, its numbers read as `parse_payload` reads them; raises MalformedBody, and
+    only that, for text that is not JSON or nests deeper than the parser can go."""
+    try:
+        return _EXACT_JSON.decode(text)
+    except RecursionError:
+        raise MalformedBody("JSON nesting is too deep") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity
+        raise MalformedBody(f"body is not valid JSON: {exc}") from None
+
+
+def _utf8(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")  # strictly: json.loads would also take UTF-16 or a BOM
+    except UnicodeDecodeError as exc:
+        raise MalformedBody(f"body is not valid JSON: {exc}") from None
 
 
 def may_hold_refused_values(text: str) -> bool:

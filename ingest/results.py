@@ -29,6 +29,9 @@ from ingest.workflows import STAGE, TASK_URL
 #: A result's body is stored up to this many bytes. A larger one (a task with huge values) is
 #: stored as a short note that points at the task; the live reply still carries the whole body.
 MAX_STORED_BODY_BYTES = 256 * 1024
+#: A batch import's answer (`ingest.batches.batch_body`) is bounded when it is made, to about
+#: this many bytes: the live answer and the stored one are the same, whole.
+MAX_BATCH_BODY_BYTES = 4 * 1024 * 1024
 
 
 class Outcome(StrEnum):
@@ -41,6 +44,7 @@ class Outcome(StrEnum):
     NOT_FOUND = "not_found"  #: it named no task, or its workflow is gone (404)
     DELETED = "deleted"  #: a task was deleted
     DEAD = "dead"  #: the request could not be processed and was dead-lettered (500)
+    BATCH = "batch"  #: a batch import was applied: each item has its own status and body (200)
 
 
 class RequestStatus(StrEnum):
@@ -150,17 +154,17 @@ def is_note(body: Any) -> bool:
     return isinstance(body, dict) and body.get("error") == _TOO_LARGE and STAGE not in body
 
 
-def storable_body(body: str) -> str:
-    """`body`, or when it is over MAX_STORED_BODY_BYTES a short JSON note saying so, with the
-    task's `Task URL` when the body is a task (its status and outcome are kept as they were)."""
-    if fits_utf8(body, MAX_STORED_BODY_BYTES):
+def storable_body(body: str, limit: int = MAX_STORED_BODY_BYTES) -> str:
+    """`body`, or when it is over `limit` bytes a short JSON note saying so, with the task's
+    `Task URL` when the body is a task (its status and outcome are kept as they were)."""
+    if fits_utf8(body, limit):
         return body
     size = len(body.encode("utf-8", "surrogatepass"))
     note: dict[str, Any] = {
         "error": _TOO_LARGE,
         "message": (
-            f"this answer was {size} bytes, more than the {MAX_STORED_BODY_BYTES} kept with a"
-            " result; the request itself took effect as its status says"
+            f"this answer was {size} bytes, more than the {limit} kept with a result; the"
+            " request itself took effect as its status says"
         ),
     }
     task = orjson.loads(body)
@@ -233,9 +237,9 @@ _RESULT_COLUMNS = [
 
 
 async def insert_results(conn: Connection, results: list[Result]) -> None:
-    """Record final answers (COPY: the cheapest insert), each body within MAX_STORED_BODY_BYTES;
-    a result already stored for one of these requests, even by a concurrent transaction, makes
-    this raise UniqueViolationError."""
+    """Record final answers (COPY: the cheapest insert), each body within MAX_STORED_BODY_BYTES
+    (a batch's was bounded when made); a result already stored for one of these requests, even by
+    a concurrent transaction, makes this raise UniqueViolationError."""
     await conn.copy_records_to_table(
         "request_results",
         records=[
@@ -244,7 +248,7 @@ async def insert_results(conn: Connection, results: list[Result]) -> None:
                 r.workflow_id,
                 r.http_status,
                 r.outcome.value,
-                storable_body(r.body),
+                r.body if r.outcome is Outcome.BATCH else storable_body(r.body),
                 r.task_id,
                 datetime.fromtimestamp(r.received_at, UTC),
                 r.fingerprint,

@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest request body the edge reads, in bytes."
     )
+    batch_max_items: int = Field(
+        default=1000,
+        ge=1,
+        le=10_000,
+        description="Task bodies one batch import (`POST .../tasks/batch`) holds at most; more is "
+        "a 413.",
+    )
     worker_prefetch: int = Field(
         default=64,
         ge=1,

@@ -1,4 +1,5 @@
-"""Postgres: the pool, workflows, and tasks (one row each, values included). The source of truth."""
+"""Postgres: the pool, workflows, tasks (one row each, values included) and sources. The source of
+truth."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import orjson
 from ingest.errors import ValueRefused
 from ingest.fields import decode_values
 from ingest.settings import Settings
+from ingest.sources import Source, SourceDefinition, new_source_id, workflow_named
 from ingest.tasks import TaskRecord
 from ingest.workflows import (
     Workflow,
@@ -221,3 +223,59 @@ async def lock_tasks(
         unique_values,
     )
     return {row["unique_key"]: task_from_row(row) for row in rows}
+
+
+# ------------------------------------------------------------------------------------------ sources
+
+_SOURCE_COLUMNS = "id, public_id, workflow_id, definition, created_at"
+
+
+def _source(row: asyncpg.Record) -> Source:
+    return Source(
+        id=row["id"],
+        public_id=row["public_id"],
+        workflow_id=row["workflow_id"],
+        definition=SourceDefinition.model_validate_json(row["definition"]),
+        created_at=row["created_at"],
+    )
+
+
+async def create_source(pool: Pool, raw: object) -> Source:
+    """Validate a new source definition against the workflow it names, and store it.
+
+    DefinitionError lists every problem, a workflow that does not exist among them.
+    """
+    named = workflow_named(raw)
+    workflow = await workflow_by_public_id(pool, named) if named else None
+    definition = SourceDefinition.parse(raw, workflow.definition if workflow else None)
+    assert workflow is not None  # parse refuses a definition naming no workflow
+    row = await pool.fetchrow(
+        "INSERT INTO sources (public_id, workflow_id, definition)"
+        f" VALUES ($1, $2, $3) RETURNING {_SOURCE_COLUMNS}",
+        new_source_id(),
+        workflow.id,
+        definition.model_dump_json(),
+    )
+    assert row is not None
+    return _source(row)
+
+
+async def list_sources(pool: Pool) -> list[Source]:
+    rows = await pool.fetch(f"SELECT {_SOURCE_COLUMNS} FROM sources ORDER BY id")
+    return [_source(row) for row in rows]
+
+
+async def source_by_public_id(pool: Pool, public_id: str) -> Source | None:
+    row = await pool.fetchrow(
+        f"SELECT {_SOURCE_COLUMNS} FROM sources WHERE public_id = $1", public_id
+    )
+    return _source(row) if row else None
+
+
+async def delete_source(pool: Pool, public_id: str) -> bool:
+    """Remove a source; False when none has this id. Edges stop taking its deliveries once their
+    cache of it expires (`INGEST_WORKFLOW_CACHE_TTL`)."""
+    deleted = await pool.fetchval(
+        "DELETE FROM sources WHERE public_id = $1 RETURNING id", public_id
+    )
+    return deleted is not None

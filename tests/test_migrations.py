@@ -222,7 +222,7 @@ async def test_migrating_task_values_keeps_every_value_and_unique_id(settings):
         await _fill_old_schema(conn, workflow_id, 25_000)  # three batches of the migration
         before = await _old_tasks(conn, workflow)
 
-        applied = await migrations.apply(conn)
+        applied = await migrations.apply(conn, up_to=4)
 
         assert [m.version for m in applied] == [4]
         rows = await conn.fetch(f"SELECT {store.TASK_COLUMNS} FROM tasks")

@@ -162,6 +162,7 @@ async def test_schemathesis_finds_the_service_true_to_its_document(
         "POST /api/v1/workflows/{token}/tasks -> 202",
         "POST /api/v1/workflows/{token}/tasks -> 422",
         "GET /api/v1/workflows/{token}/tasks -> 200",
+        "POST /api/v1/workflows/{token}/tasks/batch -> 200",
         "POST /api/v1/admin/workflows -> 201",
         "GET /api/v1/admin/workflows/{workflow_id} -> 200",
     ):

@@ -10,6 +10,8 @@
   of the batch commits on the next try;
 - a redelivered message (a worker may have died on it) is committed in ever smaller parts, a lone
   request marked as attempted first, so a request that kills the worker is caught;
+- a batch import counts as its items: a micro-batch holding batch imports is committed in parts
+  of at most `worker_batch_max` task bodies (`within_items`; a batch import is never cut);
 - stopping, or a lost channel, between two parts or two retries → `Retry`, as is a batch of which
   not even a culprit's own verdict could be stored (the queue's delivery limit decides then).
 """
@@ -69,7 +71,7 @@ class _Abandoned(Exception):
 class _Batch:
     """The requests of the deliveries being settled, and what is known about them."""
 
-    def __init__(self, deliveries: list[Delivery], delivery_limit: int) -> None:
+    def __init__(self, deliveries: list[Delivery], delivery_limit: int, most_items: int) -> None:
         self.requests = [request for d in deliveries for request in d.batch.requests]
         #: Only a redelivery or an Idempotency-Key retry can find a result already stored (None:
         #: any request can, once a part or a request alone may have committed).
@@ -87,8 +89,31 @@ class _Batch:
             for request in d.batch.requests
         }
         deaths = [(len(d.batch.requests), d.earlier) for d in deliveries]
-        self.parts = commit_parts(deaths, delivery_limit)
+        items = [request.items for request in self.requests]
+        self.parts = within_items(commit_parts(deaths, delivery_limit), items, most_items)
         self.redelivered = any(earlier for _, earlier in deaths)
+
+
+def within_items(parts: list[list[int]], items: list[int], most: int) -> list[list[int]]:
+    """`parts` (positions of requests, in order) cut so that each holds at most `most` task
+    bodies, the request at position i counting as `items[i]`; a request is never cut, so one
+    holding more is a part of its own. Only parts holding a batch import are cut: gathering
+    already bounds the requests of the others (worker.deliveries)."""
+    cut: list[list[int]] = []
+    for part in parts:
+        if all(items[i] == 1 for i in part):
+            cut.append(part)
+            continue
+        current: list[int] = []
+        weight = 0
+        for position in part:
+            if current and weight + items[position] > most:
+                cut.append(current)
+                current, weight = [], 0
+            current.append(position)
+            weight += items[position]
+        cut.append(current)
+    return cut
 
 
 class Settler:
@@ -137,7 +162,8 @@ class Settler:
             return default
 
     async def _until_done(self, deliveries: list[Delivery]) -> list[Result]:
-        batch = _Batch(deliveries, self._settings.delivery_limit)
+        settings = self._settings
+        batch = _Batch(deliveries, settings.delivery_limit, settings.worker_batch_max)
 
         def abandoned() -> bool:
             return self._stopping.is_set() or not is_live(deliveries[0].message)

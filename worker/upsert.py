@@ -7,6 +7,8 @@ The order of work inside the transaction:
 3. lock the existing tasks the batch names (`FOR UPDATE`, in id order);
 4. replay the requests in arrival order against an in-memory copy of those tasks, so several
    requests for one Unique ID inside a batch merge in order, each with its own outcome and body;
+   a batch import's items are replayed in their order as upserts of their own (worker.readings),
+   and its one result holds theirs (`ingest.batches.batch_body`);
 5. write the final state once: one statement inserts the new tasks, one rewrites the changed ones
    (values included: a task is one row);
 6. insert every request's result, the verdicts of culprits (worker.culprits) included, and a dead
@@ -34,9 +36,10 @@ import asyncpg
 import orjson
 
 from ingest import deadletters
-from ingest.errors import IngestError, MalformedBody
-from ingest.fields import as_unique_value, encode_values
-from ingest.messages import Operation, TaskRequest, parse_payload, unique_value_to_delete
+from ingest.batches import batch_body
+from ingest.errors import IngestError
+from ingest.fields import encode_values
+from ingest.messages import Operation, TaskRequest
 from ingest.results import (
     Outcome,
     Result,
@@ -53,13 +56,8 @@ from ingest.store import Connection, lock_tasks, workflow_by_id
 from ingest.tasks import TaskPublicIds, TaskRecord, Value, render
 from ingest.workflows import Workflow
 from worker.culprits import Verdict
-from worker.validation import (
-    BLANK,
-    ParsedTask,
-    TaskValidator,
-    ValidatorCache,
-    is_blank,
-)
+from worker.readings import Reading, ReadRequest, read_request
+from worker.validation import BLANK, ValidatorCache, is_blank
 
 
 class RetryBatch(IngestError):
@@ -223,35 +221,40 @@ class BatchApplier:
         self, conn: Connection, workflow: Workflow, requests: list[TaskRequest]
     ) -> dict[uuid.UUID, Result]:
         validator = self._validators.get(workflow)
-        readings = [_read(request, validator) for request in requests]
-        named = sorted({reading.unique_value for reading in readings if reading.unique_value})
+        read = [read_request(request, validator) for request in requests]
+        named = sorted({r.unique_value for each in read for r in each.readings if r.unique_value})
         existing = await lock_tasks(conn, workflow.id, named)
         # The tasks the batch touches, by Unique ID value.
         tasks = {value: _TaskState(record, is_new=False) for value, record in existing.items()}
         deleted: list[int] = []
-        answers: list[_Answer] = []
-        for request, reading in zip(requests, readings, strict=True):
-            if reading.payload is None:
-                body = error_body("malformed_body", "body is not a JSON object")
-                answers.append(_Answer(400, Outcome.INVALID, body))
-            elif request.operation is Operation.DELETE:
-                answers.append(_delete_one(reading.unique_value, tasks, deleted))
-            else:
-                answers.append(self._apply_one(workflow, request, reading, tasks))
+        answers = [
+            [self._answer(workflow, reading, tasks, deleted) for reading in each.readings]
+            for each in read
+        ]
         await _delete_tasks(conn, deleted)
         await self._write(conn, workflow, tasks)
         # Results are made once the new tasks have their ids.
         return {
-            request.id: answer.result(request, tasks)
-            for request, answer in zip(requests, answers, strict=True)
+            each.request.id: _result(each, given, tasks)
+            for each, given in zip(read, answers, strict=True)
         }
 
-    def _apply_one(
+    def _answer(
         self,
         workflow: Workflow,
-        request: TaskRequest,
-        reading: _Reading,
+        reading: Reading,
         tasks: dict[str, _TaskState],
+        deleted: list[int],
+    ) -> _Answer:
+        """What one body gets, applied to the batch's copy of the tasks."""
+        if reading.payload is None:
+            return _Answer(400, Outcome.INVALID, error_body("malformed_body", reading.problem))
+        if reading.operation is Operation.DELETE:
+            return _delete_one(reading.unique_value, tasks, deleted)
+        return self._apply_one(workflow, reading, tasks)
+
+    def _apply_one(
+        self, workflow: Workflow, reading: Reading, tasks: dict[str, _TaskState]
     ) -> _Answer:
         """An upsert or update, applied to the batch's copy of the tasks."""
         assert reading.parsed is not None
@@ -263,7 +266,7 @@ class BatchApplier:
         if unique is not None and value is None and unique.name not in errors:
             errors[unique.name] = [BLANK]
         state = tasks.get(value) if value else None
-        if state is None and request.operation is Operation.UPDATE and not errors:
+        if state is None and reading.operation is Operation.UPDATE and not errors:
             message = f"no task has {unique.name if unique else 'that id'} {value!r}"
             return _Answer(404, Outcome.NOT_FOUND, error_body("not_found", message))
         errors.update(_blank_required(workflow, reading.payload, errors, is_new=state is None))
@@ -346,6 +349,14 @@ class _Answer:
         return result_of(request, self.status, self.outcome, self.body, task_id)
 
 
+def _result(read: ReadRequest, answers: list[_Answer], tasks: Mapping[str, _TaskState]) -> Result:
+    """A request's result: its one answer, or a batch's answers in one."""
+    if not read.batch:
+        return answers[0].result(read.request, tasks)
+    body = batch_body([(answer.status, answer.body) for answer in answers])
+    return result_of(read.request, 200, Outcome.BATCH, body)
+
+
 def _delete_one(
     unique_value: str | None, tasks: dict[str, _TaskState], deleted: list[int]
 ) -> _Answer:
@@ -355,45 +366,6 @@ def _delete_one(
     if not state.is_new and state.record.id is not None:
         deleted.append(state.record.id)
     return _Answer(204, Outcome.DELETED, "null")
-
-
-@dataclass(slots=True)
-class _Reading:
-    """A request's body as read: the payload (None: not a JSON object), its validation (None for
-    a delete) and the Unique ID value it names (None: missing, blank or invalid)."""
-
-    payload: dict[str, Any] | None
-    parsed: ParsedTask | None
-    unique_value: str | None
-
-
-def _read(request: TaskRequest, validator: TaskValidator) -> _Reading:
-    try:
-        payload = parse_payload(request.body)
-    except MalformedBody:
-        return _Reading(None, None, None)
-    parsed = None if request.operation is Operation.DELETE else validator.parse(payload)
-    return _Reading(payload, parsed, _unique_value_of(request, validator, payload, parsed))
-
-
-def _unique_value_of(
-    request: TaskRequest,
-    validator: TaskValidator,
-    payload: dict[str, Any],
-    parsed: ParsedTask | None,
-) -> str | None:
-    """The Unique ID value a request names, in canonical text (None: missing, blank or
-    invalid)."""
-    if request.operation is Operation.DELETE:
-        return unique_value_to_delete(payload)
-    unique = validator.workflow.unique_field
-    if unique is None:
-        return None
-    if parsed is not None and not parsed.errors:
-        value = parsed.values.get(unique.id)
-        return None if value is None or is_blank(value) else as_unique_value(value)
-    # Other fields failed validation, so the parse kept no values: check the Unique ID alone.
-    return validator.unique_value(payload)
 
 
 async def _delete_tasks(conn: Connection, task_ids: list[int]) -> None:

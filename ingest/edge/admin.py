@@ -16,7 +16,8 @@ from ingest.messages import parse_payload
 from ingest.workflows import Workflow, WorkflowDefinition, created_document, example, import_url
 
 
-def _require_admin(request: web.Request) -> None:
+def require_admin(request: web.Request) -> None:
+    """Refuse the request unless it carries the admin token (403 while none is configured)."""
     expected = request.app[SETTINGS].admin_token
     if not expected:
         raise Forbidden("the admin API is disabled: set INGEST_ADMIN_TOKEN to enable it")
@@ -27,7 +28,7 @@ def _require_admin(request: web.Request) -> None:
 
 
 async def create_workflow(request: web.Request) -> web.Response:
-    _require_admin(request)
+    require_admin(request)
     settings, edge = request.app[SETTINGS], request.app[EDGE]
     check_content_type(request)
     body = await accept_json_object(await read_within_deadline(request, settings))
@@ -37,14 +38,14 @@ async def create_workflow(request: web.Request) -> web.Response:
 
 
 async def list_workflows(request: web.Request) -> web.Response:
-    _require_admin(request)
+    require_admin(request)
     settings, edge = request.app[SETTINGS], request.app[EDGE]
     workflows = await store.list_workflows(edge.pool)
     return json_response([w.summary(settings.base_url) for w in workflows])
 
 
 async def _admin_workflow(request: web.Request) -> Workflow:
-    _require_admin(request)
+    require_admin(request)
     workflow = await store.workflow_by_public_id(
         request.app[EDGE].pool, path_id(request, "workflow_id")
     )

@@ -16,7 +16,7 @@ from aiohttp import web
 from ingest import store
 from ingest.broker import BrokerLink, close_connection_with, ensure_topology
 from ingest.edge.connections import connection_cap, install_connection_limits, raise_open_file_limit
-from ingest.edge.context import Edge, WorkflowsByToken
+from ingest.edge.context import Edge, SourcesById, WorkflowsByToken
 from ingest.edge.cursors import Cursors
 from ingest.edge.inflight import BODY_BUDGET, BodyBudget, hold_bodies
 from ingest.edge.keys import EDGE, METRICS, SETTINGS
@@ -77,6 +77,7 @@ async def edge_context(app: web.Application) -> AsyncIterator[None]:
             cursors=Cursors(key),  # derives its own keys from the same secret
             workflows=WorkflowsByToken(pool, settings.workflow_cache_ttl),
             rate_limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
+            sources=SourcesById(pool, settings.workflow_cache_ttl),
         )
         try:
             yield

@@ -97,6 +97,34 @@ class ValidationErrors(TypedDict):
     errors: FieldErrors
 
 
+#: A batch import's body (`ingest.batches`).
+TaskBatchPayload = TypeAliasType(
+    "TaskBatchPayload",
+    Annotated[
+        list[TaskPayload],
+        Field(
+            min_length=1,
+            description="Task bodies, applied in order, at most `INGEST_BATCH_MAX_ITEMS` (1000 by "
+            "default); an item that is not an object gets its own 400 result.",
+        ),
+    ],
+)
+
+
+class ItemResult(TypedDict):
+    """One item of a batch import: the status and body it would have had as a request of its own
+    (a body too large to keep whole is a `result_too_large` note with the task's `Task URL`)."""
+
+    status: Annotated[int, Field(ge=100, le=599)]
+    body: Task | ValidationErrors | Error
+
+
+class BatchResults(TypedDict):
+    """A batch import's answer: one result per item, in the items' order."""
+
+    results: list[ItemResult]
+
+
 class DefinitionProblems(TypedDict):
     """An invalid workflow definition, with every problem found at once."""
 
@@ -112,6 +140,30 @@ class Accepted(TypedDict):
     status_url: Annotated[str, Field(json_schema_extra={"format": "uri"})]
 
 
+class Ignored(TypedDict):
+    """A webhook delivery its source's filter left out: nothing was written."""
+
+    status: Literal["ignored"]
+
+
+#: The answer to a sender's handshake (GitHub's `ping`, Slack's `url_verification`): nothing was
+#: written.
+Handshake = TypeAliasType(
+    "Handshake",
+    Annotated[
+        dict[str, Any],
+        WithJsonSchema(
+            {
+                "type": "object",
+                "description": "The answer a sender's handshake expects: "
+                '`{"status": "pong"}` to a GitHub `ping`, `{"challenge": …}` to a Slack '
+                "`url_verification`.",
+            }
+        ),
+    ],
+)
+
+
 @with_config(
     ConfigDict(
         json_schema_extra={
@@ -124,7 +176,7 @@ class StatusDocument(TypedDict, total=False):
     adds `http_status` and `outcome` (the answer it had or would have had), `completed_at`, and:
     `task` when it succeeded with a body, `errors` for a 422 of validation errors, `error` and
     `message` for other failures (and for an answer too large to keep, with the task's
-    `Task URL`)."""
+    `Task URL`); `results`, one per item, for a batch import (outcome `batch`)."""
 
     id: Required[str]
     status: Required[RequestStatus]
@@ -134,6 +186,7 @@ class StatusDocument(TypedDict, total=False):
     errors: FieldErrors
     error: str
     message: str
+    results: list[ItemResult]
     completed_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 

@@ -43,7 +43,8 @@ TAGS = [
     ("tasks", "Flowdash's task import API: write and read tasks of a workflow, by its token."),
     ("requests", "Status URLs of task requests answered `202 Accepted`."),
     ("task-urls", "The `Task URL` of a task: an unguessable link that never carries the token."),
-    ("admin", "Workflow administration; `Authorization: Bearer $INGEST_ADMIN_TOKEN`."),
+    ("hooks", "Webhook deliveries to sources: verified, filtered, mapped to tasks; status URLs."),
+    ("admin", "Workflows and sources; `Authorization: Bearer $INGEST_ADMIN_TOKEN`."),
     ("health", "Liveness and readiness probes, and Prometheus metrics."),
     ("meta", "This description of the API."),
 ]

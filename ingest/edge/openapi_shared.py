@@ -13,11 +13,19 @@ from typing import Any
 
 import orjson
 
+from ingest.batches import ITEM_NOT_AN_OBJECT, batch_body
 from ingest.edge import openapi_examples as examples
-from ingest.edge.documents import Accepted, Error, TaskPayload, ValidationErrors
+from ingest.edge.documents import (
+    Accepted,
+    BatchResults,
+    Error,
+    TaskBatchPayload,
+    TaskPayload,
+    ValidationErrors,
+)
 from ingest.edge.filters import DEFAULT_LIMIT, MAX_LIMIT
-from ingest.edge.openapi_terms import Answer, Header, Parameter, RequestBody, failure
-from ingest.edge.tasks import MAX_IDEMPOTENCY_KEY_CHARS
+from ingest.edge.openapi_terms import Answer, Header, Parameter, RequestBody, Sample, failure
+from ingest.edge.writes import MAX_IDEMPOTENCY_KEY_CHARS
 from ingest.errors import (
     BodyTimeout,
     BodyTooLarge,
@@ -26,6 +34,7 @@ from ingest.errors import (
     MalformedBody,
     NotFound,
     RateLimited,
+    TooManyItems,
     Unauthorized,
     Unavailable,
     UnsupportedContentEncoding,
@@ -36,6 +45,7 @@ from ingest.results import (
     DEAD_STATUS,
     IDEMPOTENCY_KEY_REUSED_BODY,
     UNSTORABLE_VALUE_BODY,
+    error_body,
 )
 from ingest.workflows import CURSOR, LIMIT
 
@@ -97,7 +107,7 @@ IDEMPOTENCY_KEY = Parameter(
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_IDEMPOTENCY_KEY_CHARS + 2,
-        # What `ingest.edge.tasks._idempotency_key` accepts: quoted or not, the key itself is
+        # What `ingest.edge.writes._idempotency_key` accepts: quoted or not, the key itself is
         # 1 to MAX_IDEMPOTENCY_KEY_CHARS printable ASCII characters.
         "pattern": (
             f'^(?:"[ -~]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}"|[ -~]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}})$'
@@ -273,4 +283,56 @@ ADMIN_ANSWERS = (UNAUTHORIZED, ADMIN_DISABLED, UNAVAILABLE)
 
 TASK_BODY = RequestBody(
     TaskPayload, "The task's fields by name; a missing Content-Type is taken as JSON."
+)
+
+# ----------------------------------------------------------------------------------- batch import
+
+
+def batch_results(sample: Sample) -> BatchResults:
+    """The answer to a batch of three items: the sample task, a bad one, and a number."""
+    answers = [
+        (201, orjson.dumps(examples.task(sample)).decode()),
+        (422, orjson.dumps(examples.invalid_task(sample)).decode()),
+        (400, error_body("malformed_body", ITEM_NOT_AN_OBJECT)),
+    ]
+    results: BatchResults = orjson.loads(batch_body(answers))
+    return results
+
+
+BATCH_BODY = RequestBody(
+    TaskBatchPayload, "A JSON array of task bodies; a missing Content-Type is taken as JSON."
+)
+#: What a batch import can answer.
+BATCH_ANSWERS = (
+    Answer(
+        200,
+        "The batch was applied: `results` holds each item's status (201, 200, 400, 422) and body, "
+        "in the items' order.",
+        BatchResults,
+        example=batch_results,
+    ),
+    failure(
+        "The body is empty, not JSON, not a JSON array or an empty one, not UTF-8, or an item is "
+        "nested more than 64 levels or contains `\\u0000` (the message names the item); or the "
+        "Idempotency-Key header is malformed",
+        MalformedBody,
+        InvalidHeader,
+    ),
+    Answer(
+        422,
+        "The Idempotency-Key was already used with a different request, or a value of an item is "
+        "beyond what the database stores: no item was applied",
+        Error,
+        codes=(code_of(IDEMPOTENCY_KEY_REUSED_BODY), code_of(UNSTORABLE_VALUE_BODY)),
+    ),
+    UNKNOWN_TOKEN,
+    *WRITE_ANSWERS,
+    BODY_TIMEOUT,
+    failure(
+        "The body is larger than `INGEST_MAX_BODY_BYTES`, or holds more items than "
+        "`INGEST_BATCH_MAX_ITEMS`",
+        BodyTooLarge,
+        TooManyItems,
+    ),
+    UNSUPPORTED_MEDIA_TYPE,
 )

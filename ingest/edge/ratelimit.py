@@ -14,14 +14,18 @@ class TokenBucket:
     tokens: float
     updated: float
 
-    def take(self, now: float) -> float:
-        """Take one token; returns 0 when granted, else the seconds until one is available."""
+    def take(self, now: float, cost: float = 1.0) -> float:
+        """Take `cost` tokens; returns 0 when granted, else the seconds until they may be taken.
+
+        A cost above the burst is granted once the bucket is full, leaving it in debt: a batch
+        larger than the burst still passes, and what follows waits until the debt is paid."""
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+        needed = min(cost, self.capacity)
+        if self.tokens >= needed:
+            self.tokens -= cost
             return 0.0
-        return (1 - self.tokens) / self.rate
+        return (needed - self.tokens) / self.rate
 
 
 class RateLimiter:
@@ -33,8 +37,9 @@ class RateLimiter:
         self._buckets: dict[int, TokenBucket] = {}
         self._max_buckets = max_buckets
 
-    def retry_after(self, workflow_id: int) -> int:
-        """0 when the request may go ahead, else whole seconds to wait (at least 1)."""
+    def retry_after(self, workflow_id: int, cost: int = 1) -> int:
+        """0 when a request of `cost` tasks may go ahead, else whole seconds to wait (at least
+        1). A batch import costs its items: the limit is in tasks, however they arrive."""
         if self._rate <= 0:
             return 0
         now = time.monotonic()
@@ -45,5 +50,5 @@ class RateLimiter:
             bucket = self._buckets[workflow_id] = TokenBucket(
                 self._rate, self._capacity, self._capacity, now
             )
-        wait = bucket.take(now)
+        wait = bucket.take(now, cost)
         return 0 if wait == 0 else max(1, math.ceil(wait))

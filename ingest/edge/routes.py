@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ingest.edge import admin, health, status, tasks
+from ingest.edge import admin, batch, health, status, tasks
 from ingest.edge import openapi_examples as examples
 from ingest.edge.documents import (
     DefinitionProblems,
@@ -24,6 +24,8 @@ from ingest.edge.filters import InvalidFilter
 from ingest.edge.middleware import status_of
 from ingest.edge.openapi_shared import (
     ADMIN_ANSWERS,
+    BATCH_ANSWERS,
+    BATCH_BODY,
     BODY_ANSWERS,
     FILTERS,
     IDEMPOTENCY_KEY,
@@ -54,11 +56,13 @@ from ingest.edge.openapi_terms import (
     Route,
     failure,
 )
+from ingest.edge.source_routes import SOURCE_ROUTES
 from ingest.errors import DefinitionError, InvalidHeader, MalformedBody, NotFound
 from ingest.workflows import CreatedWorkflow, WorkflowDefinition, WorkflowExample, WorkflowSummary
 
 TASKS = "/api/v1/workflows/{token}/tasks"
 TASK = "/api/v1/workflows/{token}/tasks/{task_id}"
+BATCH = "/api/v1/workflows/{token}/tasks/batch"
 WORKFLOWS = "/api/v1/admin/workflows"
 WORKFLOW = "/api/v1/admin/workflows/{workflow_id}"
 
@@ -89,6 +93,25 @@ _TASK_ROUTES = (
             ),
             _TASK_WRITE,
             TASK_BODY,
+        ),
+    ),
+    Route(
+        "POST",
+        BATCH,
+        batch.post_batch,
+        Operation(
+            "importTasks",
+            "tasks",
+            "Import a batch of tasks",
+            "A JSON array of task bodies, each upserted as `POST .../tasks` upserts one, in the "
+            "array's order (two items with one Unique ID: the second updates what the first "
+            "wrote), in one transaction. The answer holds one result per item, in order: the "
+            "status and body the item would have had alone. An Idempotency-Key covers the whole "
+            "batch; `Prefer: respond-async` answers 202, and the status URL shows the `results` "
+            "once the batch is done.",
+            BATCH_ANSWERS,
+            _TASK_WRITE,
+            BATCH_BODY,
         ),
     ),
     Route(
@@ -407,7 +430,14 @@ _HEALTH_ROUTES = (
 )
 
 #: Every route of the edge, in the order the document lists them.
-ROUTES = (*_TASK_ROUTES, *_REQUEST_ROUTES, *_ADMIN_ROUTES, *_META_ROUTES, *_HEALTH_ROUTES)
+ROUTES = (
+    *_TASK_ROUTES,
+    *_REQUEST_ROUTES,
+    *_ADMIN_ROUTES,
+    *SOURCE_ROUTES,
+    *_META_ROUTES,
+    *_HEALTH_ROUTES,
+)
 
 
 def add_routes(app: web.Application) -> None:

@@ -10,7 +10,7 @@ from ingest.edge.keys import EDGE
 from ingest.edge.paths import workflow_of
 from ingest.edge.responses import json_response
 from ingest.errors import NotFound
-from ingest.results import RequestStatus, Result, fetch_result, is_note
+from ingest.results import Outcome, RequestStatus, Result, fetch_result, is_note
 
 
 async def request_status(request: web.Request) -> web.Response:
@@ -37,6 +37,8 @@ def status_document(public_id: str, result: Result | None) -> StatusDocument:
     body = orjson.loads(result.body) if result.body else None
     if body is None:
         pass  # 204: nothing to show
+    elif result.outcome is Outcome.BATCH:
+        document["results"] = body["results"]
     elif result.http_status < 300 and not is_note(body):
         document["task"] = body
     else:

@@ -61,6 +61,8 @@ def test_statuses_match_the_handlers() -> None:
         ("/api/v1/workflows/{token}/tasks", "post"): "200 201 202 400 404 408 413 415 422 429 "
         "500 503",
         ("/api/v1/workflows/{token}/tasks", "put"): "200 202 400 404 408 413 415 422 429 500 503",
+        ("/api/v1/workflows/{token}/tasks/batch", "post"): "200 202 400 404 408 413 415 422 429 "
+        "500 503",
         ("/api/v1/workflows/{token}/tasks", "get"): "200 400 404 503",
         ("/api/v1/workflows/{token}/tasks/{task_id}", "get"): "200 404 503",
         ("/api/v1/workflows/{token}/tasks/{task_id}", "delete"): "202 204 400 404 422 429 500 503",
@@ -70,6 +72,13 @@ def test_statuses_match_the_handlers() -> None:
         ("/api/v1/admin/workflows", "get"): "200 401 403 503",
         ("/api/v1/admin/workflows/{workflow_id}", "get"): "200 401 403 404 503",
         ("/api/v1/admin/workflows/{workflow_id}/example", "get"): "200 401 403 404 503",
+        ("/api/v1/hooks/{source_id}", "post"): "200 201 202 400 401 404 408 413 415 422 429 "
+        "500 503",
+        ("/api/v1/hooks/{source_id}/requests/{request_id}", "get"): "200 404 503",
+        ("/api/v1/admin/sources", "post"): "201 400 401 403 408 413 415 422 503",
+        ("/api/v1/admin/sources", "get"): "200 401 403 503",
+        ("/api/v1/admin/sources/{source_id}", "get"): "200 401 403 404 503",
+        ("/api/v1/admin/sources/{source_id}", "delete"): "204 401 403 404 503",
         ("/api/v1/openapi.json", "get"): "200",
         ("/api/v1/workflows/{token}/openapi.json", "get"): "200 404 503",
         ("/api/v1/docs", "get"): "200",

@@ -65,3 +65,25 @@ def test_past_the_most_buckets_all_are_forgotten_rather_than_memory_growing():
     assert limiter.retry_after(1) > 0
     assert limiter.retry_after(3) == 0  # the third bucket clears the others
     assert limiter.retry_after(1) == 0
+
+
+def test_a_request_of_several_tasks_costs_its_tasks():
+    bucket = _bucket(rate=2.0, capacity=10.0)
+    assert bucket.take(100.0, cost=4) == 0.0
+    assert bucket.take(100.0, cost=6) == 0.0
+    assert bucket.take(100.0, cost=1) == pytest.approx(0.5)
+
+
+def test_a_batch_larger_than_the_burst_passes_on_a_full_bucket_and_leaves_it_in_debt():
+    bucket = _bucket(rate=10.0, capacity=10.0)
+    assert bucket.take(100.0, cost=25) == 0.0  # a whole burst's wait would never come
+    assert bucket.tokens == pytest.approx(-15.0)
+    assert bucket.take(100.0) == pytest.approx(1.6)  # the debt, then one token, at 10 a second
+    assert bucket.take(101.7) == 0.0
+
+
+def test_the_limiter_counts_a_batch_by_its_tasks():
+    limiter = RateLimiter(rate=0.001, burst=100)
+    assert limiter.retry_after(1, 60) == 0
+    assert limiter.retry_after(1, 60) > 0  # 40 tokens left: 60 more must wait
+    assert limiter.retry_after(1, 40) == 0

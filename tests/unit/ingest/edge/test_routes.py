@@ -25,7 +25,9 @@ from ingest.errors import (
     Forbidden,
     IngestError,
     InvalidHeader,
+    InvalidSignature,
     MalformedBody,
+    MappingFailed,
     NotFound,
     RateLimited,
     Unauthorized,
@@ -132,6 +134,8 @@ _ERRORS = [
     Unavailable("down"),
     RateLimited(3),
     Unauthorized("who are you"),
+    InvalidSignature("no secret matches"),
+    MappingFailed("map['Title']", "length(a)", "length() takes string, not number"),
 ]
 
 

@@ -1,0 +1,155 @@
+"""Sources' deliveries (SPEC §6): a webhook is verified, filtered and mapped here, then submitted
+exactly as a task request is (`ingest.edge.submit`): the same queue, worker, results and status
+URLs. A delivery's id is its Idempotency-Key, so a sender's retry has one effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from aiohttp import web
+from multidict import istr
+
+from ingest.edge.bodies import (
+    EXACT_PARSE_ON_LOOP_BYTES,
+    accept_json_object,
+    check_content_type,
+    read_within_deadline,
+)
+from ingest.edge.documents import Accepted, Ignored
+from ingest.edge.keys import EDGE, OUTCOME, WORKFLOW
+from ingest.edge.paths import path_id
+from ingest.edge.preferences import parse_prefer
+from ingest.edge.responses import final_response, json_response
+from ingest.edge.status import status_document
+from ingest.edge.submit import Final, submit
+from ingest.edge.writes import admit
+from ingest.errors import NotFound
+from ingest.messages import Operation, TaskRequest, idempotent_request_id, parse_payload
+from ingest.results import IDEMPOTENCY_KEY_REUSED_BODY, RequestStatus, fetch_result
+from ingest.signatures import verify
+from ingest.sources import Source, SourceDefinition, source_url
+from ingest.workflows import Workflow
+
+_PREFER = istr("Prefer")
+IGNORED: Ignored = {"status": "ignored"}
+UNKNOWN_SOURCE = "no source has this id"
+
+
+async def receive(request: web.Request) -> web.Response:
+    """One delivery: verified before its body is parsed; a handshake answered, a filtered one
+    ignored, and the rest submitted as a task request."""
+    edge = request.app[EDGE]
+    source, workflow = await _source_of(request)
+    admit(request, workflow)
+    check_content_type(request)
+    body = await read_within_deadline(request, edge.settings)
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    verified = verify(source.definition.verify, headers, body, time.time())
+    if verified.handshake is not None:
+        request[OUTCOME] = "handshake"
+        return json_response(verified.handshake)
+    task_body = await _task_body(source.definition, body, edge.settings.max_body_bytes)
+    if task_body is None:
+        request[OUTCOME] = "ignored"
+        return json_response(IGNORED)
+    return await _submit(request, source, workflow, task_body, verified.delivery_id)
+
+
+async def _source_of(request: web.Request) -> tuple[Source, Workflow]:
+    try:
+        public_id = path_id(request, "source_id")
+    except NotFound:
+        raise NotFound(UNKNOWN_SOURCE) from None
+    found = await request.app[EDGE].sources.by_public_id(public_id)
+    if found is None:
+        raise NotFound(UNKNOWN_SOURCE)
+    request[WORKFLOW] = found[1].public_id
+    return found
+
+
+async def _task_body(definition: SourceDefinition, body: bytes, limit: int) -> str | None:
+    """The task body a delivery becomes, None when the filter leaves it out. The body is checked
+    exactly as a task body is (the same 400s); an expression that cannot be applied is a 422."""
+    text = await accept_json_object(body)
+    if definition.filter is None and definition.map is None:
+        return text
+    if len(body) > EXACT_PARSE_ON_LOOP_BYTES:  # see EXACT_PARSE_ON_LOOP_BYTES: not on the loop
+        return await asyncio.to_thread(_mapped, definition, text, limit)
+    return _mapped(definition, text, limit)
+
+
+def _mapped(definition: SourceDefinition, text: str, limit: int) -> str | None:
+    delivery = parse_payload(text)  # exactly: its numbers stay as they were written
+    if not definition.admits(delivery):
+        return None
+    return definition.task_body(delivery, text, limit)
+
+
+async def _submit(
+    request: web.Request,
+    source: Source,
+    workflow: Workflow,
+    body: str,
+    delivery_id: str | None,
+) -> web.Response:
+    edge = request.app[EDGE]
+    budget = 0.0
+    if source.definition.respond == "sync":
+        budget = parse_prefer(request.headers.getall(_PREFER, ())).budget(
+            edge.settings.sync_timeout
+        )
+    task_request = TaskRequest(
+        id=_request_id(source, workflow, delivery_id),
+        workflow_id=workflow.id,
+        workflow_version=workflow.version,
+        operation=Operation.UPSERT,
+        body=body,
+        received_at=time.time(),
+        idempotent=delivery_id is not None,
+        wants_reply=budget > 0,
+    )
+    submitted = await submit(edge, task_request, budget)
+    if isinstance(submitted, Final) and not _answered_as_accepted(submitted, budget):
+        request[OUTCOME] = submitted.how
+        return final_response(submitted.http_status, submitted.body)
+    request[OUTCOME] = "accepted"
+    return _accepted(request, source, workflow, task_request.id)
+
+
+def _request_id(source: Source, workflow: Workflow, delivery_id: str | None) -> uuid.UUID:
+    """A delivery's id keys its request, as an Idempotency-Key does; within its source, since
+    two senders may number their deliveries alike."""
+    if delivery_id is None:
+        return uuid.uuid4()
+    return idempotent_request_id(workflow.id, f"{source.public_id}:{delivery_id}")
+
+
+def _answered_as_accepted(final: Final, budget: float) -> bool:
+    """A retried delivery of an async source gets its first answer again: 202 and the same
+    status URL (which shows the result), whether or not the first is finished by now."""
+    return budget <= 0 and final.how == "replayed" and final.body != IDEMPOTENCY_KEY_REUSED_BODY
+
+
+def _accepted(
+    request: web.Request, source: Source, workflow: Workflow, request_id: uuid.UUID
+) -> web.Response:
+    edge = request.app[EDGE]
+    public_id = edge.request_ids.public(request_id, workflow.id)
+    url = f"{source_url(edge.settings.base_url, source.public_id)}/requests/{public_id}"
+    body: Accepted = {"id": public_id, "status": RequestStatus.PENDING, "status_url": url}
+    return json_response(body, 202, {"Location": url})
+
+
+async def delivery_status(request: web.Request) -> web.Response:
+    """The status URL of a delivery answered 202: where its task request stands."""
+    edge = request.app[EDGE]
+    _, workflow = await _source_of(request)
+    public_id = request.match_info["request_id"]
+    request_id = edge.request_ids.parse(public_id, workflow.id)
+    if request_id is None:
+        raise NotFound("no request has this id")
+    result = await fetch_result(edge.pool, request_id, workflow.id)
+    return json_response(status_document(public_id, result))
