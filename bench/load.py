@@ -40,11 +40,14 @@ def wrk(
     connections: int,
     prefer: str = "",
     watch: Callable[[], None] | None = None,
+    script: str = "post.lua",
+    script_env: dict[str, str] | None = None,
 ) -> WrkResult:
-    """Run wrk for `duration` seconds; `watch` is called every 0.2 s while it runs."""
+    """Run wrk with bench/`script` for `duration` seconds; `watch` is called every 0.2 s while it
+    runs; `script_env` is what the script reads from its environment."""
     command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration:g}s"]
-    command += ["--timeout", "10s", "-s", str(BENCH / "post.lua"), url]
-    env = {**os.environ, "WRK_PREFER": prefer}
+    command += ["--timeout", "10s", "-s", str(BENCH / script), url]
+    env = {**os.environ, "WRK_PREFER": prefer, **(script_env or {})}
     deadline = time.monotonic() + duration + 60
     with subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -15,6 +15,12 @@ QUEUE = "bench.tasks"
 SALES = ROOT / "examples" / "sales-pipeline.json"
 WARMUP = 2.0
 SYNC_CONNECTIONS = 16
+#: Signed webhook deliveries (GitHub's scheme, `respond: async`): closed loop at this many.
+HOOK_CONNECTIONS = 16
+GITHUB_EXAMPLE = ROOT / "examples" / "sources" / "github-issues"
+#: Batch imports: this many tasks a batch, this many connections (each holds a whole batch).
+BATCH_ITEMS = 1000
+BATCH_CONNECTIONS = 4
 OVERLOAD_FACTOR = 8
 #: ingest's tables that hold what requests wrote; TRUNCATE … CASCADE reaches the ones that refer to
 #: them (task values, whatever the layout), so the bench works across storage changes.

@@ -51,6 +51,10 @@ class Run:
     naive: dict[int, Landing] = field(default_factory=dict)
     ingest: dict[int, Landing] = field(default_factory=dict)
     sync: WrkResult | None = None
+    #: Signed webhook deliveries answered 202 (GitHub's scheme), closed loop.
+    hooks: WrkResult | None = None
+    #: Batch imports, landed in tasks.
+    batch: Landing | None = None
     overload_connections: int = 0
     overload: WrkResult | None = None
     rss_mib: dict[str, float] = field(default_factory=dict)

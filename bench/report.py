@@ -9,7 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from load import WrkResult
-from plan import OVERLOAD_FACTOR, SYNC_CONNECTIONS, WARMUP
+from plan import (
+    BATCH_CONNECTIONS,
+    BATCH_ITEMS,
+    HOOK_CONNECTIONS,
+    OVERLOAD_FACTOR,
+    SYNC_CONNECTIONS,
+    WARMUP,
+)
 from records import Run
 
 # The report.
@@ -20,6 +27,9 @@ LANDED_VS_BARE = 0.5
 CPU_VS_NAIVE = {256: 0.4}
 SYNC_P50_MS, SYNC_P99_MS = 10.0, 50.0
 RSS_GROWTH = 1.25
+#: Issue 11: a signed delivery's 202 within 20 ms at p99; batches land ≥ 10x the single path.
+HOOK_P99_MS = 20.0
+BATCH_VS_SINGLE = 10.0
 NAIVE_ROLES = ("naive", "Postgres")
 INGEST_ROLES = ("edge", "workers", "Postgres", "RabbitMQ")
 
@@ -108,6 +118,8 @@ def report(run: Run) -> list[str]:
         *side_by_side(run),
         "",
         *sync_lines(run),
+        *hook_lines(run),
+        *batch_lines(run),
         *overload_lines(run),
         *(f"  note: {note}" for note in run.notes + failed_answers(run)),
     ]
@@ -148,6 +160,31 @@ def sync_lines(run: Run) -> list[str]:
     return [
         f"  (b) ingest sync, {SYNC_CONNECTIONS} conns, closed loop: {s.rate:,.0f} req/s, "
         f"p50 {p50} (target < {SYNC_P50_MS:g} ms), p99 {p99} (target < {SYNC_P99_MS:g} ms)"
+    ]
+
+
+def hook_lines(run: Run) -> list[str]:
+    if run.hooks is None:
+        return []
+    h = run.hooks
+    p99 = judged(f"{h.p99_ms:.1f} ms", h.p99_ms < HOOK_P99_MS)
+    return [
+        f"  (h) signed webhook deliveries (GitHub, respond async), {HOOK_CONNECTIONS} conns, "
+        f"closed loop: {h.rate:,.0f} req/s, p50 {h.p50_ms:.1f} ms, p99 {p99} "
+        f"(target < {HOOK_P99_MS:g} ms)"
+    ]
+
+
+def batch_lines(run: Run) -> list[str]:
+    if run.batch is None or not run.ingest:
+        return []
+    b, single = run.batch, run.ingest[min(run.connections)]
+    times = ratio(b.landed_rate, single.landed_rate)
+    judged_times = judged(f"{times:.2f}x", times >= BATCH_VS_SINGLE)
+    return [
+        f"  (t) batch imports of {BATCH_ITEMS:,} tasks, {BATCH_CONNECTIONS} conns, respond async: "
+        f"{b.landed_rate:,.0f} tasks landed/s, {judged_times} (a)'s at {min(run.connections)} "
+        f"conns (target ≥ {BATCH_VS_SINGLE:g}x); CPU per landed task {b.cpu_per_task_us:,.0f} µs"
     ]
 
 
@@ -197,6 +234,8 @@ def figures(run: Run, lines: list[str]) -> dict[str, Any]:
         "duration_s": run.duration,
         "by_connections": by_connections,
         "sync": asdict(run.sync) if run.sync else None,
+        "hooks": asdict(run.hooks) if run.hooks else None,
+        "batch": asdict(run.batch) if run.batch else None,
         "overload": asdict(run.overload) if run.overload else None,
         "overload_connections": run.overload_connections,
         "edge_rss_mib": run.rss_mib,

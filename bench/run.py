@@ -37,10 +37,21 @@ from typing import IO
 
 from load import WrkResult, wrk
 from machine import Window, rss_kib
-from plan import BENCH, DATABASE, OVERLOAD_FACTOR, RESULTS, SYNC_CONNECTIONS, WARMUP
+from plan import (
+    BATCH_CONNECTIONS,
+    BATCH_ITEMS,
+    BENCH,
+    DATABASE,
+    HOOK_CONNECTIONS,
+    OVERLOAD_FACTOR,
+    RESULTS,
+    SYNC_CONNECTIONS,
+    WARMUP,
+)
 from records import Landing, Run
 from report import figures, report
 from services import (
+    Hook,
     Services,
     dsn,
     edge_pids,
@@ -48,6 +59,7 @@ from services import (
     http_get,
     port_open,
     prepare,
+    prepare_hook,
     publish_batches,
     service_env,
     serving,
@@ -74,6 +86,13 @@ class Site:
     @property
     def url(self) -> str:
         return f"{self.base}/api/v1/workflows/{self.token}/tasks"
+
+    @property
+    def batch_url(self) -> str:
+        return f"{self.url}/batch"
+
+    def hook_url(self, hook: Hook) -> str:
+        return f"{self.base}/api/v1/hooks/{hook.source_id}"
 
     def listening(self) -> bool:
         return port_open(self.port)
@@ -138,6 +157,37 @@ def measure_sync(run: Run, site: Site) -> None:
     run.sync = wrk(site.url, run.duration, SYNC_CONNECTIONS)
 
 
+def measure_hooks(run: Run, site: Site, hook: Hook) -> None:
+    """Signed deliveries, each a new one, answered 202 once the broker confirmed: what a webhook
+    sender waits for."""
+    env = {"WRK_BODY_FILE": str(hook.body_file), "WRK_SIGNATURE": hook.signature}
+    url = site.hook_url(hook)
+    wrk(url, WARMUP, HOOK_CONNECTIONS, script="hook.lua", script_env=env)
+    run.hooks = wrk(url, run.duration, HOOK_CONNECTIONS, script="hook.lua", script_env=env)
+
+
+def measure_batch(run: Run, services: Services, site: Site, group: subprocess.Popen[bytes]) -> None:
+    """Batch imports of BATCH_ITEMS tasks, `Prefer: respond-async`; landed counts tasks."""
+    env = {"WRK_BATCH_ITEMS": str(BATCH_ITEMS)}
+
+    def load(duration: float) -> WrkResult:
+        return wrk(
+            site.batch_url,
+            duration,
+            BATCH_CONNECTIONS,
+            prefer="respond-async",
+            script="batch.lua",
+            script_env=env,
+        )
+
+    services.wait_drained("tasks", load(WARMUP).ok * BATCH_ITEMS)
+    services.clean_ingest()
+    window = Window(group)
+    answers = load(run.duration)
+    landed = services.wait_drained("tasks", answers.ok * BATCH_ITEMS)
+    run.batch = Landing(answers, landed, window.close())
+
+
 def measure_overload(
     run: Run, services: Services, site: Site, group: subprocess.Popen[bytes]
 ) -> None:
@@ -160,7 +210,7 @@ def measure_overload(
     run.rss_mib["peak"], run.rss_mib["after"] = peak, rss()
 
 
-def measure_all(run: Run, site: Site) -> None:
+def measure_all(run: Run, site: Site, hook: Hook) -> None:
     services = Services()
     services.connect()
     try:
@@ -177,6 +227,10 @@ def measure_all(run: Run, site: Site) -> None:
                 if connections == run.connections[-1]:
                     step(f"(b) ingest sync, {SYNC_CONNECTIONS} connections")
                     measure_sync(run, site)
+                    step(f"(h) signed webhook deliveries, {HOOK_CONNECTIONS} connections")
+                    measure_hooks(run, site, hook)
+                    step(f"(t) batch imports of {BATCH_ITEMS}, {BATCH_CONNECTIONS} connections")
+                    measure_batch(run, services, site, group)
                     step(f"edge RSS, {OVERLOAD_FACTOR}x {min(run.connections)} connections")
                     measure_overload(run, services, site, group)
     finally:
@@ -224,9 +278,10 @@ def main() -> None:
     finally:
         setup.close()
     token = prepare(env)
+    hook = prepare_hook(env)
     print(f"bench on port {port}; ingest's log: {RESULTS / 'ingest.log'}", flush=True)
     with (RESULTS / "ingest.log").open("wb") as log:
-        measure_all(run, Site(port, token, env, log))
+        measure_all(run, Site(port, token, env, log), hook)
     lines = report(run)
     print("\n" + "\n".join(lines))
     figures_json = json.dumps(figures(run, lines), indent=2, ensure_ascii=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -14,12 +16,24 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import aio_pika
 import asyncpg
 from machine import cmdline, descendants
-from plan import ADMIN_DSN, AMQP_URL, DATABASE, INGEST_TABLES, PUBLISH_BATCH, QUEUE, ROOT, SALES
+from plan import (
+    ADMIN_DSN,
+    AMQP_URL,
+    DATABASE,
+    GITHUB_EXAMPLE,
+    INGEST_TABLES,
+    PUBLISH_BATCH,
+    QUEUE,
+    ROOT,
+    SALES,
+)
 
 T = TypeVar("T")
 
@@ -183,6 +197,35 @@ def prepare(env: dict[str, str]) -> str:
     """Migrate the fresh bench database and create the seed workflow; returns its token."""
     ingest_cli(env, "migrate")
     return str(json.loads(ingest_cli(env, "workflow", "create", str(SALES)))["token"])
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A GitHub source for signed deliveries: its id, a delivery's body file and its signature."""
+
+    source_id: str
+    body_file: Path
+    signature: str
+
+
+def prepare_hook(env: dict[str, str]) -> Hook:
+    """The GitHub example's workflow and source, and its sample delivery signed as GitHub signs it
+    (one signature serves every request: the delivery id, which varies, is not signed)."""
+    workflow = json.loads(
+        ingest_cli(env, "workflow", "create", str(GITHUB_EXAMPLE / "workflow.json"))
+    )
+    made = ingest_cli(
+        env, "source", "create", str(GITHUB_EXAMPLE / "source.json"), "--workflow", workflow["id"]
+    )
+    source = json.loads(made)
+    body = (GITHUB_EXAMPLE / "delivery.json").read_bytes()
+    secret = source_secret(GITHUB_EXAMPLE / "source.json")
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return Hook(source["id"], GITHUB_EXAMPLE / "delivery.json", f"sha256={digest}")
+
+
+def source_secret(path: Path) -> str:
+    return str(json.loads(path.read_text())["verify"]["secrets"][0])
 
 
 def ingest_cli(env: dict[str, str], *args: str) -> str:
