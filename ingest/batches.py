@@ -40,12 +40,14 @@ def check_items(value: Any, text: str, max_items: int, strict_strings: bool) -> 
         raise MalformedBody(EMPTY)
     if len(value) > max_items:
         raise TooManyItems(len(value), max_items)
-    escapes = _may_hold_escapes(text)
     for index, item in enumerate(value):
-        try:
-            _inspect(item, escapes, strict_strings)
-        except MalformedBody as exc:
-            raise MalformedBody(f"item {index}: {exc}") from None
+        # Only nesting too deep refuses the whole batch (the worker's parser could not read it);
+        # NUL and lone surrogates are their item's own 400 (`read_items`), as a non-object is.
+        if isinstance(item, dict | list) and not _flat(item):
+            try:
+                inspect_values(item, strict_strings, strings=False)
+            except MalformedBody as exc:
+                raise MalformedBody(f"item {index}: {exc}") from None
     return len(value)
 
 
@@ -69,12 +71,16 @@ def _item(value: Any, escapes: bool) -> Item:
     return value
 
 
+def _flat(item: Any) -> bool:
+    """An object none of whose values is a container: it cannot nest too deep."""
+    return isinstance(item, dict) and not any(isinstance(v, dict | list) for v in item.values())
+
+
 def _inspect(item: Any, escapes: bool, strict_strings: bool) -> None:
     """`inspect_values` for one item, skipped where it cannot refuse anything (the usual flat
     task, which a walk would cost ~5 µs): NUL and lone surrogates come only from `\\u` escapes
     (`escapes`), and nesting too deep needs a container within an object's values."""
-    flat = isinstance(item, dict) and not any(isinstance(v, dict | list) for v in item.values())
-    if escapes or not flat:
+    if escapes or not _flat(item):
         inspect_values(item, strict_strings)
 
 

@@ -8,6 +8,7 @@ know only Python's own numbers; `_ExactFunctions` teaches them `Decimal`.
 
 from __future__ import annotations
 
+import decimal
 import math
 import warnings
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from jmespath.parser import ParsedResult
 
 from ingest.errors import MappingFailed
 from ingest.messages import OutOfRangeNumber
-from ingest.values import read_number
+from ingest.values import MAX_NUMBER_DIGITS, read_number
 
 #: Longest expression a source may hold: plenty for a mapping, and it bounds compile time.
 MAX_EXPRESSION_CHARS = 2000
@@ -103,6 +104,7 @@ def _writable(value: Any) -> Any:
     raise ValueError(f"a {type(value).__name__} is not JSON")
 
 
+_ARITHMETIC = decimal.Context(prec=MAX_NUMBER_DIGITS + 100)
 _EXACT_FUNCTIONS = _ExactFunctions()
 _OPTIONS = jmespath.Options(custom_functions=_EXACT_FUNCTIONS)
 _FUNCTIONS: dict[str, Any] = _ExactFunctions.FUNCTION_TABLE
@@ -119,7 +121,9 @@ class Expression:
         """The expression's value over `value`; MappingFailed (naming `where`, the expression and
         the reason) when it cannot be evaluated there, whatever the reason."""
         try:
-            return self.compiled.search(value, _OPTIONS)
+            # Decimal arithmetic (sum, avg, abs) at the precision numbers are kept at, not 28.
+            with decimal.localcontext(_ARITHMETIC):
+                return self.compiled.search(value, _OPTIONS)
         # A third-party evaluator over a stranger's JSON: whatever fails is that delivery's
         # problem (a string where a function wants an array, a sort of mixed types, a deep
         # recursion), never the server's.
@@ -160,7 +164,9 @@ def compile_expression(text: str) -> Expression:
         raise ValueError("holds a `literal` that is not JSON (quote text as 'text')") from None
     except RecursionError:
         raise ValueError("nests too deeply") from None
-    _check_functions(cast(dict[str, Any], compiled.parsed))
+    tree = cast(dict[str, Any], compiled.parsed)
+    _check_functions(tree)
+    _check_fan_out(tree)
     return Expression(text, compiled)
 
 
@@ -189,6 +195,25 @@ def _check_functions(tree: dict[str, Any]) -> None:
         if given < len(signature) or (given > len(signature) and not variadic):
             wanted = f"at least {len(signature)}" if variadic else str(len(signature))
             raise ValueError(f"calls {name}() with {given} argument(s); it takes {wanted}")
+
+
+#: The most items all the multi-selects (`[a, b]`, `{a: a, b: b}`) of one expression may hold.
+#: Piped into one another they multiply what a delivery becomes (`[@,@]|[@,@]|…` doubles it at
+#: each step: 2^k values from k pipes); within this bound a mapping stays as cheap as its delivery.
+MAX_SELECTED_ITEMS = 16
+
+
+def _check_fan_out(tree: dict[str, Any]) -> None:
+    selected = sum(
+        len(node.get("children", ()))
+        for node in _nodes(tree)
+        if node["type"] in ("multi_select_list", "multi_select_dict")
+    )
+    if selected > MAX_SELECTED_ITEMS:
+        raise ValueError(
+            f"selects {selected} items in its multi-selects ([…], {{…}}); at most "
+            f"{MAX_SELECTED_ITEMS} are allowed"
+        )
 
 
 def _nodes(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:

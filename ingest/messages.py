@@ -282,10 +282,10 @@ def may_hold_refused_values(text: str) -> bool:
     )
 
 
-def inspect_values(value: object, strict_strings: bool) -> None:
+def inspect_values(value: object, strict_strings: bool, strings: bool = True) -> None:
     """Refuse nesting deeper than MAX_DEPTH, NUL characters, and (with `strict_strings`, for
     parsers that let them through) lone surrogates, which Postgres and every JSON encoder
-    downstream would refuse."""
+    downstream would refuse. Without `strings`, only the nesting is checked."""
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -296,7 +296,7 @@ def inspect_values(value: object, strict_strings: bool) -> None:
             stack.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):
             stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, str):
+        elif strings and isinstance(item, str):
             _check_string(item, strict_strings)
 
 

@@ -43,11 +43,13 @@ async def receive(request: web.Request) -> web.Response:
     ignored, and the rest submitted as a task request."""
     edge = request.app[EDGE]
     source, workflow = await _source_of(request)
-    admit(request, workflow)
     check_content_type(request)
     body = await read_within_deadline(request, edge.settings)
     headers = {name.lower(): value for name, value in request.headers.items()}
     verified = verify(source.definition.verify, headers, body, time.time())
+    # Only a verified delivery spends the workflow's rate limit: whoever knows the source URL
+    # without its secret cannot starve the real sender (or the task API) of it.
+    admit(request, workflow)
     if verified.handshake is not None:
         request[OUTCOME] = "handshake"
         return json_response(verified.handshake)
@@ -124,7 +126,8 @@ def _request_id(source: Source, workflow: Workflow, delivery_id: str | None) -> 
     two senders may number their deliveries alike."""
     if delivery_id is None:
         return uuid.uuid4()
-    return idempotent_request_id(workflow.id, f"{source.public_id}:{delivery_id}")
+    # "source/" keeps these keys apart from the task API's Idempotency-Keys of the same workflow.
+    return idempotent_request_id(workflow.id, f"source/{source.public_id}:{delivery_id}")
 
 
 def _answered_as_accepted(final: Final, budget: float) -> bool:

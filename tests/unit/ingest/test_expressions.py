@@ -118,3 +118,19 @@ def test_exact_json_writes_numbers_as_they_are() -> None:
     for unwritable in (float("inf"), Decimal("NaN"), object()):
         with pytest.raises(ValueError, match="JSON"):
             exact_json({"x": unwritable})
+
+
+def test_an_expression_whose_multi_selects_multiply_a_delivery_is_refused():
+    """`[@,@]|[@,@]|…` doubles what a delivery becomes at every pipe: 2^k values to walk and
+    write from a short expression. The items of all multi-selects are bounded instead."""
+    with pytest.raises(ValueError, match="multi-selects"):
+        compile_expression("[@,@]|" * 9 + "@")
+    compile_expression("[@,@,@,@]|[@,@,@,@]|[@,@,@,@]|[@,@,@,@]")  # 16 items: 256 at most
+    compile_expression("{id: id, title: title, user: user.login, labels: labels[].name}")
+
+
+def test_arithmetic_keeps_every_digit_of_an_exact_number():
+    exact = Decimal("-1234567890123456789012345678901.25")
+    assert compile_expression("abs(x)").search({"x": exact}, "map['X']") == exact.copy_abs()
+    doubled = Decimal("-2469135780246913578024691357802.50")
+    assert compile_expression("sum(xs)").search({"xs": [exact, exact]}, "map['X']") == doubled
