@@ -113,7 +113,9 @@ async def _submit(
         idempotent=delivery_id is not None,
         wants_reply=budget > 0,
     )
-    submitted = await submit(edge, task_request, budget)
+    # An async source answers every delivery, a sender's retry too, with its status URL (the
+    # worker applies one delivery id once): no look-up of an earlier result on the way.
+    submitted = await submit(edge, task_request, budget, replay=budget > 0)
     if isinstance(submitted, Final) and not _answered_as_accepted(submitted, budget):
         request[OUTCOME] = submitted.how
         return final_response(submitted.http_status, submitted.body)

@@ -33,13 +33,17 @@ class Pending:
     request_id: uuid.UUID
 
 
-async def submit(edge: Edge, request: TaskRequest, budget: float) -> Final | Pending:
+async def submit(
+    edge: Edge, request: TaskRequest, budget: float, replay: bool = True
+) -> Final | Pending:
     """Publish `request` and wait up to `budget` seconds (0: not at all) for its final answer.
 
     An idempotent request whose id already has a result is answered from it and not published
-    again.
+    again, unless `replay` is off: then a repeat is published as any request is (the worker
+    applies one id at most once) and its answer is its status URL, what a caller that answers
+    every request with its status URL wants, without a database read on its way.
     """
-    if request.idempotent:
+    if request.idempotent and replay:
         # Unreachable database: publish anyway; the worker applies one id at most once.
         stored = await _stored_if_reachable(edge.pool, request.id, request.workflow_id)
         if stored is not None:
