@@ -14,7 +14,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, DeliveryMode
 from ingest.broker import Topology
 from ingest.edge.metrics import EdgeMetrics
 from ingest.errors import Backlogged, PublishFailed
-from ingest.messages import CONTENT_TYPE, TASKS_MESSAGE_TYPE, TaskBatch, TaskRequest
+from ingest.messages import CONTENT_TYPE, TASKS_MESSAGE_TYPE, Operation, TaskBatch, TaskRequest
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,10 @@ def _fail(batch: list[_Pending], failure: PublishFailed) -> None:
     for pending in batch:
         if not pending.confirmed.done():
             pending.confirmed.set_exception(failure)
+
+
+def _alone(pending: _Pending) -> bool:
+    return pending.request.operation is Operation.BATCH
 
 
 class Publisher:
@@ -131,7 +135,15 @@ class Publisher:
         size = batch[0].size
         limit, byte_limit = self._settings.publish_batch_max, self._settings.publish_batch_bytes
         # The byte bound is soft: a message may pass it by one body (itself within the body limit).
-        while len(batch) < limit and size < byte_limit and backlog:
+        # A batch import travels alone: one message per batch, and a worker of an older version,
+        # which cannot read one, dead-letters that message without taking other requests along.
+        while (
+            len(batch) < limit
+            and size < byte_limit
+            and backlog
+            and not _alone(batch[0])
+            and not _alone(backlog[0])
+        ):
             batch.append(backlog.popleft())
             size += batch[-1].size
         self._backlog_bytes -= size
