@@ -197,23 +197,24 @@ def _check_functions(tree: dict[str, Any]) -> None:
             raise ValueError(f"calls {name}() with {given} argument(s); it takes {wanted}")
 
 
-#: The most items all the multi-selects (`[a, b]`, `{a: a, b: b}`) of one expression may hold.
-#: Piped into one another they multiply what a delivery becomes (`[@,@]|[@,@]|…` doubles it at
-#: each step: 2^k values from k pipes); within this bound a mapping stays as cheap as its delivery.
-MAX_SELECTED_ITEMS = 16
+#: How many times a delivery's values an expression may select at most: the product of the widths
+#: of its multi-selects (`[a, b]`, `{a: a, b: b}`). Piped into one another they multiply what a
+#: delivery becomes (`[@,@]|[@,@]|…` doubles it at each step: 2^k values from k pipes); within
+#: this bound a mapping stays within a few times the work of reading its delivery.
+MAX_FAN_OUT = 16
 
 
 def _check_fan_out(tree: dict[str, Any]) -> None:
-    selected = sum(
-        len(node.get("children", ()))
-        for node in _nodes(tree)
-        if node["type"] in ("multi_select_list", "multi_select_dict")
-    )
-    if selected > MAX_SELECTED_ITEMS:
-        raise ValueError(
-            f"selects {selected} items in its multi-selects ([…], {{…}}); at most "
-            f"{MAX_SELECTED_ITEMS} are allowed"
-        )
+    fan_out = 1
+    for node in _nodes(tree):
+        if node["type"] in ("multi_select_list", "multi_select_dict"):
+            fan_out *= max(1, len(node.get("children", ())))
+            if fan_out > MAX_FAN_OUT:
+                raise ValueError(
+                    f"selects too much: its multi-selects ([…], {{…}}) multiply what they select "
+                    f"by more than {MAX_FAN_OUT} (each counts its items; nested or piped, they "
+                    "multiply)"
+                )
 
 
 def _nodes(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 
 from ingest.signatures import TIMESTAMPED, Verification
 from tests.deliveries import (
@@ -241,5 +242,22 @@ async def test_a_delivery_whose_signature_fails_is_401_and_writes_nothing(
         error = await response.json()
         assert error["error"] == "invalid_signature"
         assert said in error["message"]
+    await worker.drain()
+    assert await written(pool) == (0, 0)
+
+
+async def test_a_header_the_scheme_reads_sent_twice_is_401_and_writes_nothing(
+    client: TestClient[Any, Any], worker: Any, make_workflow: Any, pool: asyncpg.Pool
+) -> None:
+    """With two signatures (or delivery ids), which one the verifier took would be a guess."""
+    source, _, verification = await _provider_source(client, make_workflow, "github-issues")
+    body = example_bytes("github-issues", "delivery")
+    signed = github_headers(verification.secrets[0], body, uuid.uuid4().hex)
+    for name in ("X-Hub-Signature-256", "X-GitHub-Delivery"):
+        headers = CIMultiDict({**JSON, **signed})
+        headers.add(name, signed[name] if name != "X-GitHub-Delivery" else "another")
+        response = await client.post(hook_path(source), data=body, headers=headers)
+        assert response.status == 401
+        assert (await response.json())["message"] == f"send one {name} header, not several"
     await worker.drain()
     assert await written(pool) == (0, 0)

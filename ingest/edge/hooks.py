@@ -26,10 +26,10 @@ from ingest.edge.responses import final_response, json_response
 from ingest.edge.status import status_document
 from ingest.edge.submit import Final, submit
 from ingest.edge.writes import admit
-from ingest.errors import NotFound
+from ingest.errors import InvalidSignature, NotFound
 from ingest.messages import Operation, TaskRequest, idempotent_request_id, parse_payload
 from ingest.results import IDEMPOTENCY_KEY_REUSED_BODY, RequestStatus, fetch_result
-from ingest.signatures import verify
+from ingest.signatures import Verification, verify
 from ingest.sources import Source, SourceDefinition, source_url
 from ingest.workflows import Workflow
 
@@ -45,7 +45,7 @@ async def receive(request: web.Request) -> web.Response:
     source, workflow = await _source_of(request)
     check_content_type(request)
     body = await read_within_deadline(request, edge.settings)
-    headers = {name.lower(): value for name, value in request.headers.items()}
+    headers = _signed_headers(request, source.definition.verify)
     verified = verify(source.definition.verify, headers, body, time.time())
     # Only a verified delivery spends the workflow's rate limit: whoever knows the source URL
     # without its secret cannot starve the real sender (or the task API) of it.
@@ -58,6 +58,23 @@ async def receive(request: web.Request) -> web.Response:
         request[OUTCOME] = "ignored"
         return json_response(IGNORED)
     return await _submit(request, source, workflow, task_body, verified.delivery_id)
+
+
+#: Headers the schemes read (signatures, timestamps, delivery ids, events), by prefix.
+_SCHEME_HEADERS = ("x-hub-", "x-github-", "stripe-", "x-shopify-", "x-slack-", "webhook-")
+
+
+def _signed_headers(request: web.Request, verification: Verification) -> dict[str, str]:
+    """The delivery's headers by lower-case name. One the scheme reads may come only once: with
+    two, which one the verifier took would be a guess (a proxy may add one)."""
+    headers: dict[str, str] = {}
+    read = {h.lower() for h in (verification.header, verification.delivery_id_header) if h}
+    for name, value in request.headers.items():
+        lowered = name.lower()
+        if lowered in headers and (lowered in read or lowered.startswith(_SCHEME_HEADERS)):
+            raise InvalidSignature(f"send one {name} header, not several")
+        headers[lowered] = value
+    return headers
 
 
 async def _source_of(request: web.Request) -> tuple[Source, Workflow]:

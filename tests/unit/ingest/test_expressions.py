@@ -122,10 +122,11 @@ def test_exact_json_writes_numbers_as_they_are() -> None:
 
 def test_an_expression_whose_multi_selects_multiply_a_delivery_is_refused():
     """`[@,@]|[@,@]|…` doubles what a delivery becomes at every pipe: 2^k values to walk and
-    write from a short expression. The items of all multi-selects are bounded instead."""
-    with pytest.raises(ValueError, match="multi-selects"):
-        compile_expression("[@,@]|" * 9 + "@")
-    compile_expression("[@,@,@,@]|[@,@,@,@]|[@,@,@,@]|[@,@,@,@]")  # 16 items: 256 at most
+    write from a short expression. The product of the multi-selects' widths is bounded."""
+    compile_expression("[@,@]|" * 4 + "@")  # 16 times the delivery at most
+    for multiplying in ("[@,@]|" * 5 + "@", "[@,@,@,@]|[@,@,@,@]|[@,@]", "[[@,@,@],[@,@,@]]"):
+        with pytest.raises(ValueError, match="multiply"):
+            compile_expression(multiplying)
     compile_expression("{id: id, title: title, user: user.login, labels: labels[].name}")
 
 

@@ -695,3 +695,16 @@ def test_signed_random_bodies_end_in_verified_or_invalid_signature(case: Case) -
     for _ in range(1500):
         body = _random_body(rng)
         _outcome(case.verification, lowered(_signed(case, body=body)), body)
+
+
+def test_an_event_holding_numbers_orjson_cannot_read_keeps_its_id_and_its_handshake() -> None:
+    """The edge takes `1e400` and 20-digit integers; so do the schemes that read the body."""
+    now = 1_700_000_000
+    stripe = Verification(scheme="stripe", secrets=("whsec_stripe",))
+    event = b'{"id": "evt_big", "amount": 1e400, "n": 123456789012345678901234567890}'
+    headers = lowered(stripe_headers("whsec_stripe", event, now))
+    assert verify(stripe, headers, event, now).delivery_id == "evt_big"
+    slack = Verification(scheme="slack", secrets=("slack-secret",))
+    challenge = b'{"type": "url_verification", "challenge": "c", "n": 1e400}'
+    headers = lowered(slack_headers("slack-secret", challenge, now))
+    assert verify(slack, headers, challenge, now).handshake == {"challenge": "c"}
