@@ -28,7 +28,7 @@ from ingest.edge.submit import Final, submit
 from ingest.edge.writes import admit
 from ingest.errors import InvalidSignature, NotFound
 from ingest.messages import Operation, TaskRequest, idempotent_request_id, parse_payload
-from ingest.results import IDEMPOTENCY_KEY_REUSED_BODY, RequestStatus, fetch_result
+from ingest.results import RequestStatus, fetch_result
 from ingest.signatures import Verification, verify
 from ingest.sources import Source, SourceDefinition, source_url
 from ingest.workflows import Workflow
@@ -133,7 +133,7 @@ async def _submit(
     # An async source answers every delivery, a sender's retry too, with its status URL (the
     # worker applies one delivery id once): no look-up of an earlier result on the way.
     submitted = await submit(edge, task_request, budget, replay=budget > 0)
-    if isinstance(submitted, Final) and not _answered_as_accepted(submitted, budget):
+    if isinstance(submitted, Final):
         request[OUTCOME] = submitted.how
         return final_response(submitted.http_status, submitted.body)
     request[OUTCOME] = "accepted"
@@ -147,12 +147,6 @@ def _request_id(source: Source, workflow: Workflow, delivery_id: str | None) -> 
         return uuid.uuid4()
     # "source/" keeps these keys apart from the task API's Idempotency-Keys of the same workflow.
     return idempotent_request_id(workflow.id, f"source/{source.public_id}:{delivery_id}")
-
-
-def _answered_as_accepted(final: Final, budget: float) -> bool:
-    """A retried delivery of an async source gets its first answer again: 202 and the same
-    status URL (which shows the result), whether or not the first is finished by now."""
-    return budget <= 0 and final.how == "replayed" and final.body != IDEMPOTENCY_KEY_REUSED_BODY
 
 
 def _accepted(
