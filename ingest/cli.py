@@ -230,9 +230,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
             print(f"kept {len(done.unreadable)} unreadable dead letter(s): {done.unreadable}")
     elif args.command == "source":
         _source_command(args, settings)
-    elif args.action == "create":
+    elif args.command == "workflow":
+        _workflow_command(args, settings)
+
+
+def _workflow_command(args: argparse.Namespace, settings: Settings) -> None:
+    if args.action == "create":
         _print_json(asyncio.run(create_workflow(settings, args.file)))
-    else:
+    elif args.action == "list":
         _print_json(asyncio.run(list_workflows(settings)))
 
 

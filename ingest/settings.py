@@ -2,8 +2,43 @@
 
 from __future__ import annotations
 
-from pydantic import AnyUrl, Field, field_validator
+import re
+from typing import Annotated
+
+from pydantic import AnyUrl, BeforeValidator, Field, PlainSerializer, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number and a unit (`90s`, `15m`, `12h`, `7d`); a bare number is seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
+        seconds = float(match[1]) * _UNITS[match[2]]
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", value):
+        seconds = float(value)
+    else:
+        raise ValueError("must be a number and a unit: 90s, 15m, 12h or 7d")
+    if not 0 < seconds < 100 * 365 * 86_400:
+        raise ValueError("must be a positive duration under 100 years")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact way to write `seconds` with one unit (`7d`, `36h`, `90s`)."""
+    for unit, size in sorted(_UNITS.items(), key=lambda item: -item[1]):
+        if seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds}s"
+
+
+#: Seconds, written in settings and the README as a number and a unit.
+Duration = Annotated[
+    float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+]
 
 
 class Settings(BaseSettings):
@@ -146,7 +181,8 @@ class Settings(BaseSettings):
     rate_limit: float = Field(
         default=0.0,
         ge=0,
-        description="Task requests per second each edge process accepts per workflow; 0: no limit.",
+        description="Tasks per second a workflow may send, shared by every edge process; 0: no "
+        "limit.",
     )
     rate_burst: int = Field(
         default=0, ge=0, description="Requests a workflow may send at once; 0: one second's worth."
@@ -196,6 +232,26 @@ class Settings(BaseSettings):
     health_file: str = Field(
         "",
         description="File a worker touches every second while its consumer is attached.",
+    )
+    result_retention: Duration = Field(
+        default="7d",
+        description="Age at which request results are purged (their status URLs then answer "
+        "404); results of requests with an Idempotency-Key or a delivery id are kept at least "
+        "24h whatever this says.",
+        validate_default=True,
+    )
+    dead_letter_retention: Duration = Field(
+        default="30d", description="Age at which dead letters are purged.", validate_default=True
+    )
+    rejection_retention: Duration = Field(
+        default="7d",
+        description="Age at which recorded rejections are purged.",
+        validate_default=True,
+    )
+    purge_interval: Duration = Field(
+        default="5m",
+        description="Time between two purges by a worker (each worker purges in the background).",
+        validate_default=True,
     )
     log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
 

@@ -63,6 +63,17 @@ class EdgeMetrics:
             "ingest_publish_backlog_requests", "Task requests waiting to be published.", registry=r
         )
         self.pool_size, self.pool_idle = pool_gauges(r)
+        self.rejections = Counter(
+            "ingest_rejections_total",
+            "Rejected task and hook requests (4xx) recorded in the ledger, by status and error.",
+            ["status", "error"],
+            registry=r,
+        )
+        self.rejections_dropped = Counter(
+            "ingest_rejections_dropped_total",
+            "Rejections not recorded (the database was unreachable or the ledger's queue full).",
+            registry=r,
+        )
         # Labelled children, bound once: `labels()` checks and joins its arguments on every call.
         self._answered: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
