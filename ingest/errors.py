@@ -137,6 +137,11 @@ class NotFound(IngestError):
     """Raised when a token, workflow, task or request id names nothing we know."""
 
 
+class Conflict(IngestError):
+    """Raised when a request cannot be carried out in the state the target is in (a change the
+    stored data forbids, a rejection that cannot be replayed); the message says why."""
+
+
 class Unauthorized(IngestError):
     """Raised when a request to the admin API lacks the right bearer token."""
 
