@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ingest.edge import admin, batch, health, status, tasks
+from ingest.edge import batch, health, status, tasks
 from ingest.edge import openapi_examples as examples
 from ingest.edge.documents import (
-    DefinitionProblems,
     Health,
     OpenApiDocument,
     StatusDocument,
@@ -21,9 +20,7 @@ from ingest.edge.documents import (
     Unready,
 )
 from ingest.edge.filters import InvalidFilter
-from ingest.edge.middleware import status_of
 from ingest.edge.openapi_shared import (
-    ADMIN_ANSWERS,
     BATCH_ANSWERS,
     BATCH_BODY,
     BODY_ANSWERS,
@@ -32,7 +29,6 @@ from ingest.edge.openapi_shared import (
     IDEMPOTENCY_KEY_REUSED,
     LINK,
     MALFORMED_TASK_REQUEST,
-    NOT_AN_OBJECT,
     PAGE_CURSOR,
     PAGE_SIZE,
     PREFER,
@@ -52,23 +48,21 @@ from ingest.edge.openapi_terms import (
     ROUTE_TABLE,
     Answer,
     Operation,
-    RequestBody,
     Route,
     failure,
 )
+from ingest.edge.rejection_routes import REJECTION_ROUTES
 from ingest.edge.source_routes import SOURCE_ROUTES
-from ingest.errors import DefinitionError, InvalidHeader, MalformedBody, NotFound
-from ingest.workflows import CreatedWorkflow, WorkflowDefinition, WorkflowExample, WorkflowSummary
+from ingest.edge.token_routes import TOKEN_ROUTES
+from ingest.edge.workflow_routes import WORKFLOW_ROUTES
+from ingest.errors import InvalidHeader, NotFound
 
 TASKS = "/api/v1/workflows/{token}/tasks"
 TASK = "/api/v1/workflows/{token}/tasks/{task_id}"
 BATCH = "/api/v1/workflows/{token}/tasks/batch"
-WORKFLOWS = "/api/v1/admin/workflows"
-WORKFLOW = "/api/v1/admin/workflows/{workflow_id}"
 
 _UPDATED = Answer(200, "The task was updated (or already had these values).", Task)
 _TASK_WRITE = (TOKEN, PREFER, IDEMPOTENCY_KEY)
-_NO_SUCH_WORKFLOW = failure("No workflow has this id", NotFound)
 
 _TASK_ROUTES = (
     Route(
@@ -251,98 +245,6 @@ _REQUEST_ROUTES = (
     ),
 )
 
-_ADMIN_ROUTES = (
-    Route(
-        "POST",
-        WORKFLOWS,
-        admin.create_workflow,
-        Operation(
-            "createWorkflow",
-            "admin",
-            "Create a workflow",
-            "Stores the definition and answers with its token (shown only this once; only a "
-            "SHA-256 of it is kept), its import URL and an example request.",
-            (
-                Answer(
-                    201,
-                    "The workflow was created.",
-                    CreatedWorkflow,
-                    example=examples.created_workflow,
-                ),
-                failure(NOT_AN_OBJECT, MalformedBody),
-                *BODY_ANSWERS,
-                Answer(
-                    status_of(DefinitionError)[0],
-                    "The definition is invalid; `problems` lists every problem.",
-                    DefinitionProblems,
-                    example=examples.invalid_definition,
-                ),
-                *ADMIN_ANSWERS,
-            ),
-            body=RequestBody(WorkflowDefinition),
-            admin=True,
-        ),
-    ),
-    Route(
-        "GET",
-        WORKFLOWS,
-        admin.list_workflows,
-        Operation(
-            "listWorkflows",
-            "admin",
-            "List workflows",
-            "Every workflow, oldest first.",
-            (
-                Answer(
-                    200,
-                    "The workflows.",
-                    list[WorkflowSummary],
-                    example=examples.workflow_summaries,
-                ),
-                *ADMIN_ANSWERS,
-            ),
-            admin=True,
-        ),
-    ),
-    Route(
-        "GET",
-        WORKFLOW,
-        admin.get_workflow,
-        Operation(
-            "getWorkflow",
-            "admin",
-            "Get a workflow",
-            "One workflow by its public id.",
-            (
-                Answer(200, "The workflow.", WorkflowSummary, example=examples.workflow_summary),
-                _NO_SUCH_WORKFLOW,
-                *ADMIN_ANSWERS,
-            ),
-            (WORKFLOW_ID,),
-            admin=True,
-        ),
-    ),
-    Route(
-        "GET",
-        f"{WORKFLOW}/example",
-        admin.workflow_example,
-        Operation(
-            "getWorkflowExample",
-            "admin",
-            "A workflow's import example",
-            "The import URL (with `<token>` standing for the token), a sample task and a cURL "
-            "request.",
-            (
-                Answer(200, "The example.", WorkflowExample, example=examples.workflow_example),
-                _NO_SUCH_WORKFLOW,
-                *ADMIN_ANSWERS,
-            ),
-            (WORKFLOW_ID,),
-            admin=True,
-        ),
-    ),
-)
-
 _META_ROUTES = (
     Route(
         "GET",
@@ -433,8 +335,10 @@ _HEALTH_ROUTES = (
 ROUTES = (
     *_TASK_ROUTES,
     *_REQUEST_ROUTES,
-    *_ADMIN_ROUTES,
+    *WORKFLOW_ROUTES,
+    *TOKEN_ROUTES,
     *SOURCE_ROUTES,
+    *REJECTION_ROUTES,
     *_META_ROUTES,
     *_HEALTH_ROUTES,
 )

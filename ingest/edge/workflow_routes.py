@@ -1,0 +1,110 @@
+"""The admin routes of workflows (SPEC §3, §8), as `ingest.edge.routes` declares every route;
+`ingest.edge.routes` lists them in its table."""
+
+from __future__ import annotations
+
+from ingest.edge import admin
+from ingest.edge import openapi_examples as examples
+from ingest.edge.documents import DefinitionProblems
+from ingest.edge.middleware import status_of
+from ingest.edge.openapi_shared import ADMIN_ANSWERS, BODY_ANSWERS, NOT_AN_OBJECT, WORKFLOW_ID
+from ingest.edge.openapi_terms import Answer, Operation, RequestBody, Route, failure
+from ingest.errors import DefinitionError, MalformedBody, NotFound
+from ingest.workflows import CreatedWorkflow, WorkflowDefinition, WorkflowExample, WorkflowSummary
+
+WORKFLOWS = "/api/v1/admin/workflows"
+WORKFLOW = "/api/v1/admin/workflows/{workflow_id}"
+
+NO_SUCH_WORKFLOW = failure("No workflow has this id", NotFound)
+
+WORKFLOW_ROUTES = (
+    Route(
+        "POST",
+        WORKFLOWS,
+        admin.create_workflow,
+        Operation(
+            "createWorkflow",
+            "admin",
+            "Create a workflow",
+            "Stores the definition and answers with its token (shown only this once; only a "
+            "SHA-256 of it is kept), its import URL and an example request.",
+            (
+                Answer(
+                    201,
+                    "The workflow was created.",
+                    CreatedWorkflow,
+                    example=examples.created_workflow,
+                ),
+                failure(NOT_AN_OBJECT, MalformedBody),
+                *BODY_ANSWERS,
+                Answer(
+                    status_of(DefinitionError)[0],
+                    "The definition is invalid; `problems` lists every problem.",
+                    DefinitionProblems,
+                    example=examples.invalid_definition,
+                ),
+                *ADMIN_ANSWERS,
+            ),
+            body=RequestBody(WorkflowDefinition),
+            admin=True,
+        ),
+    ),
+    Route(
+        "GET",
+        WORKFLOWS,
+        admin.list_workflows,
+        Operation(
+            "listWorkflows",
+            "admin",
+            "List workflows",
+            "Every workflow, oldest first.",
+            (
+                Answer(
+                    200,
+                    "The workflows.",
+                    list[WorkflowSummary],
+                    example=examples.workflow_summaries,
+                ),
+                *ADMIN_ANSWERS,
+            ),
+            admin=True,
+        ),
+    ),
+    Route(
+        "GET",
+        WORKFLOW,
+        admin.get_workflow,
+        Operation(
+            "getWorkflow",
+            "admin",
+            "Get a workflow",
+            "One workflow by its public id.",
+            (
+                Answer(200, "The workflow.", WorkflowSummary, example=examples.workflow_summary),
+                NO_SUCH_WORKFLOW,
+                *ADMIN_ANSWERS,
+            ),
+            (WORKFLOW_ID,),
+            admin=True,
+        ),
+    ),
+    Route(
+        "GET",
+        f"{WORKFLOW}/example",
+        admin.workflow_example,
+        Operation(
+            "getWorkflowExample",
+            "admin",
+            "A workflow's import example",
+            "The import URL (with `<token>` standing for the token), a sample task and a cURL "
+            "request.",
+            (
+                Answer(200, "The example.", WorkflowExample, example=examples.workflow_example),
+                NO_SUCH_WORKFLOW,
+                *ADMIN_ANSWERS,
+            ),
+            (WORKFLOW_ID,),
+            admin=True,
+        ),
+    ),
+)
