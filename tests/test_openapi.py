@@ -94,13 +94,14 @@ async def test_an_unknown_token_has_no_document(client: TestClient[Any, Any]) ->
 # ------------------------------------------------------------------------------------ schemathesis
 
 
-def _schemathesis_config(base_url: str, **parameters: str) -> Any:
+def _schemathesis_config(base_url: str, operations: Any = (), **parameters: str) -> Any:
     return schemathesis.Config.from_dict(
         {
             "base-url": base_url,
             "seed": 1,
             "headers": ADMIN,
             "parameters": {f"path.{name}": value for name, value in parameters.items()},
+            "operations": list(operations),
             "generation": {"max-examples": 30, "deterministic": True, "database": "none"},
             "phases": {"stateful": {"enabled": False}},
             "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
@@ -111,10 +112,16 @@ def _schemathesis_config(base_url: str, **parameters: str) -> Any:
 
 
 def _run_schemathesis(
-    base_url: str, token: str, workflow_id: str
+    base_url: str, token: str, workflow_id: str, own_workflows: dict[str, str]
 ) -> tuple[list[str], Counter[str]]:
-    """Every phase but the stateful one, against the served document; failures and what it saw."""
-    config = _schemathesis_config(base_url, token=token, workflow_id=workflow_id)
+    """Every phase but the stateful one, against the served document; failures and what it saw.
+    The operations of `own_workflows` (operation id → workflow id) change or delete a workflow:
+    each gets one of its own, so the one every other operation uses stays as it was made."""
+    operations = [
+        {"include-operation-id": operation, "parameters": {"path.workflow_id": own}}
+        for operation, own in own_workflows.items()
+    ]
+    config = _schemathesis_config(base_url, operations, token=token, workflow_id=workflow_id)
     schema = schemathesis.openapi.from_url(f"{base_url}/api/v1/openapi.json", config=config)
     failures: list[str] = []
     seen: Counter[str] = Counter()
@@ -147,9 +154,13 @@ async def test_schemathesis_finds_the_service_true_to_its_document(
     """Examples, coverage and fuzzing phases with a real token and workflow id for the path
     parameters; derandomized, so CI sees the same requests every run."""
     workflow, token = await make_workflow()
+    own_workflows = {
+        operation: (await make_workflow())[0].public_id
+        for operation in ("updateWorkflow", "deleteWorkflow")
+    }
     started = time.monotonic()
     failures, seen = await asyncio.to_thread(
-        _run_schemathesis, settings.base_url, token, workflow.public_id
+        _run_schemathesis, settings.base_url, token, workflow.public_id, own_workflows
     )
     for line, count in sorted(seen.items()):
         print(f"{count:5d}  {line}")
@@ -165,6 +176,8 @@ async def test_schemathesis_finds_the_service_true_to_its_document(
         "POST /api/v1/workflows/{token}/tasks/batch -> 200",
         "POST /api/v1/admin/workflows -> 201",
         "GET /api/v1/admin/workflows/{workflow_id} -> 200",
+        "PATCH /api/v1/admin/workflows/{workflow_id} -> 200",
+        "DELETE /api/v1/admin/workflows/{workflow_id} -> 204",
     ):
         assert seen[reached], reached
 

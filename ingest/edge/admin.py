@@ -15,6 +15,8 @@ from ingest.errors import Forbidden, NotFound, Unauthorized
 from ingest.messages import parse_payload
 from ingest.workflows import Workflow, WorkflowDefinition, created_document, example, import_url
 
+_NO_SUCH_WORKFLOW = "no workflow has this id"
+
 
 def require_admin(request: web.Request) -> None:
     """Refuse the request unless it carries the admin token (403 while none is configured)."""
@@ -50,7 +52,7 @@ async def _admin_workflow(request: web.Request) -> Workflow:
         request.app[EDGE].pool, path_id(request, "workflow_id")
     )
     if workflow is None:
-        raise NotFound("no workflow has this id")
+        raise NotFound(_NO_SUCH_WORKFLOW)
     return workflow
 
 
@@ -63,3 +65,24 @@ async def workflow_example(request: web.Request) -> web.Response:
     workflow = await _admin_workflow(request)
     url = import_url(request.app[SETTINGS].base_url, "<token>")
     return json_response(example(workflow.definition, url))
+
+
+async def update_workflow(request: web.Request) -> web.Response:
+    """PATCH: the next version of a workflow (`ingest.revisions`), answered as GET shows it."""
+    require_admin(request)
+    settings, edge = request.app[SETTINGS], request.app[EDGE]
+    public_id = path_id(request, "workflow_id")
+    check_content_type(request)
+    body = await accept_json_object(await read_within_deadline(request, settings))
+    workflow = await store.update_workflow(edge.pool, public_id, parse_payload(body))
+    if workflow is None:
+        raise NotFound(_NO_SUCH_WORKFLOW)
+    return json_response(workflow.summary(settings.base_url))
+
+
+async def delete_workflow(request: web.Request) -> web.Response:
+    """DELETE: a workflow with its tasks, results, sources and tokens."""
+    require_admin(request)
+    if not await store.delete_workflow(request.app[EDGE].pool, path_id(request, "workflow_id")):
+        raise NotFound(_NO_SUCH_WORKFLOW)
+    return web.Response(status=204)

@@ -9,13 +9,20 @@ from ingest.edge.documents import DefinitionProblems
 from ingest.edge.middleware import status_of
 from ingest.edge.openapi_shared import ADMIN_ANSWERS, BODY_ANSWERS, NOT_AN_OBJECT, WORKFLOW_ID
 from ingest.edge.openapi_terms import Answer, Operation, RequestBody, Route, failure
-from ingest.errors import DefinitionError, MalformedBody, NotFound
+from ingest.errors import Conflict, DefinitionError, MalformedBody, NotFound
+from ingest.revisions import WorkflowChange
 from ingest.workflows import CreatedWorkflow, WorkflowDefinition, WorkflowExample, WorkflowSummary
 
 WORKFLOWS = "/api/v1/admin/workflows"
 WORKFLOW = "/api/v1/admin/workflows/{workflow_id}"
 
 NO_SUCH_WORKFLOW = failure("No workflow has this id", NotFound)
+_INVALID_DEFINITION = Answer(
+    status_of(DefinitionError)[0],
+    "The definition is invalid; `problems` lists every problem.",
+    DefinitionProblems,
+    example=examples.invalid_definition,
+)
 
 WORKFLOW_ROUTES = (
     Route(
@@ -37,12 +44,7 @@ WORKFLOW_ROUTES = (
                 ),
                 failure(NOT_AN_OBJECT, MalformedBody),
                 *BODY_ANSWERS,
-                Answer(
-                    status_of(DefinitionError)[0],
-                    "The definition is invalid; `problems` lists every problem.",
-                    DefinitionProblems,
-                    example=examples.invalid_definition,
-                ),
+                _INVALID_DEFINITION,
                 *ADMIN_ANSWERS,
             ),
             body=RequestBody(WorkflowDefinition),
@@ -103,6 +105,62 @@ WORKFLOW_ROUTES = (
                 NO_SUCH_WORKFLOW,
                 *ADMIN_ANSWERS,
             ),
+            (WORKFLOW_ID,),
+            admin=True,
+        ),
+    ),
+    Route(
+        "PATCH",
+        WORKFLOW,
+        admin.update_workflow,
+        Operation(
+            "updateWorkflow",
+            "admin",
+            "Change a workflow",
+            "Makes the next version of the definition: each key the body holds replaces its "
+            "value (`fields` is the whole new list). A field named as a current one, by "
+            "`renamed_from` or by its `id` keeps its values; any other is new (a removed field's "
+            "values are no longer shown, and never become a new field's). A field may change its "
+            "type only where every stored value stays valid (text to long text, number to "
+            "currency and back, select, e-mail, URL, phone, person, date and date-time to text). "
+            "Existing tasks keep their values and are shown under the new version, which every "
+            "edge and worker uses within a second. A body that changes nothing keeps the version.",
+            (
+                Answer(
+                    200,
+                    "The workflow as it now is (as `GET` shows it).",
+                    WorkflowSummary,
+                    example=examples.workflow_summary,
+                ),
+                failure(NOT_AN_OBJECT, MalformedBody),
+                *BODY_ANSWERS,
+                _INVALID_DEFINITION,
+                failure(
+                    "The Unique ID would change (to another field, be set or removed) while the "
+                    "workflow has tasks, keyed by it; the message says why",
+                    Conflict,
+                ),
+                NO_SUCH_WORKFLOW,
+                *ADMIN_ANSWERS,
+            ),
+            (WORKFLOW_ID,),
+            RequestBody(WorkflowChange),
+            admin=True,
+        ),
+    ),
+    Route(
+        "DELETE",
+        WORKFLOW,
+        admin.delete_workflow,
+        Operation(
+            "deleteWorkflow",
+            "admin",
+            "Delete a workflow",
+            "Removes the workflow with its tasks, request results, sources and tokens, in one "
+            "transaction (its time grows with its tasks). Every edge and worker forgets it "
+            "within a second: its tokens and sources answer 404, and requests it still had in "
+            "the queue end as 404 (no workflow).",
+            (Answer(204, "The workflow was deleted."), NO_SUCH_WORKFLOW, *ADMIN_ANSWERS),
             (WORKFLOW_ID,),
             admin=True,
         ),
