@@ -53,7 +53,8 @@ async def test_workflow_tokens_are_only_hashes(pool):
     columns = {
         r["column_name"]
         for r in await pool.fetch(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'workflows'"
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name IN ('workflows', 'workflow_tokens')"
         )
     }
     assert "token_hash" in columns

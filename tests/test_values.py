@@ -206,9 +206,7 @@ async def test_workflows_stored_before_todays_bounds_still_list(client, settings
         "members": ["bob@localhost"],
     }
     await pool.execute(
-        "INSERT INTO workflows (public_id, token_hash, name, definition)"
-        " VALUES ('old', $1, 'Old', $2)",
-        bytes(32),
+        "INSERT INTO workflows (public_id, name, definition) VALUES ('old', 'Old', $1)",
         old,
     )
     listed = await client.get("/api/v1/admin/workflows", headers=ADMIN)

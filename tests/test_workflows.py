@@ -15,7 +15,9 @@ ADMIN = {"Authorization": "Bearer admin-secret"}
 
 async def test_token_is_stored_only_as_its_sha256(make_workflow, pool):
     workflow, token = await make_workflow()
-    stored = await pool.fetchrow("SELECT * FROM workflows WHERE id = $1", workflow.id)
+    stored = await pool.fetchrow(
+        "SELECT * FROM workflow_tokens WHERE workflow_id = $1", workflow.id
+    )
     assert bytes(stored["token_hash"]) == hash_token(token)
     assert token not in json.dumps({k: str(v) for k, v in stored.items()})
 

@@ -48,7 +48,7 @@ from worker.decisions import Ack, Retry
 from worker.deliveries import Delivery, is_live
 from worker.faults import FaultPoints
 from worker.metrics import WorkerMetrics
-from worker.upsert import BatchApplier, RetryBatch
+from worker.upsert import BatchApplier, RetryBatch, WorkflowCache
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -132,7 +132,9 @@ class Settler:
         self._metrics = metrics
         self._faults = faults
         self._stopping = stopping
-        self._applier = BatchApplier(settings.base_url)
+        #: The workflows this process knows; change notices drop them (worker.consumer).
+        self.workflows = WorkflowCache()
+        self._applier = BatchApplier(settings.base_url, self.workflows)
         #: This process, in the attempt marks it leaves (see worker.culprits).
         self._owner = uuid.uuid4()
 

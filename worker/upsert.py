@@ -76,23 +76,33 @@ class UnknownWorkflow(IngestError):
 
 
 class WorkflowCache:
-    """Workflows by id, refreshed when a request names a newer version than the cached one."""
+    """Workflows by id, refreshed when a request names a newer version than the cached one, or
+    dropped when a change notice names them (`ingest.notices`, heard by the consumer). A read that
+    began before a drop is used but not kept: it may hold what the change replaced."""
 
     def __init__(self) -> None:
         self._by_id: dict[int, Workflow] = {}
+        self._generation = 0
 
     async def get(self, conn: Connection, workflow_id: int, version: int) -> Workflow:
         workflow = self._by_id.get(workflow_id)
         if workflow is None or workflow.version < version:
+            generation = self._generation
             workflow = await workflow_by_id(conn, workflow_id)
-            if workflow is not None:
+            if workflow is not None and generation == self._generation:
                 self._by_id[workflow_id] = workflow
             if workflow is None or workflow.version < version:
                 raise UnknownWorkflow(workflow_id, version, stored=workflow)
         return workflow
 
+    def forget(self, workflow_id: int) -> None:
+        """Forget one workflow (it changed, or was deleted)."""
+        self._generation += 1
+        self._by_id.pop(workflow_id, None)
+
     def clear(self) -> None:
-        """Forget every workflow (one was deleted from the database)."""
+        """Forget every workflow (one was deleted, or change notices may have been missed)."""
+        self._generation += 1
         self._by_id.clear()
 
 
@@ -120,9 +130,9 @@ def _json(body: dict[str, Any]) -> str:
 class BatchApplier:
     """Applies batches of task requests; holds the per-process caches it needs."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, workflows: WorkflowCache | None = None) -> None:
         self._base_url = base_url
-        self._workflows = WorkflowCache()
+        self._workflows = workflows or WorkflowCache()
         self._validators = ValidatorCache()
         self._public_ids = TaskPublicIds()
 
