@@ -159,7 +159,8 @@ def invalid_task(sample: Sample) -> ValidationErrors:
 
 
 def _public_request_id(sample: Sample) -> str:
-    return RequestIds(_REQUEST_ID_KEY).public(_REQUEST, sample.workflow.id)
+    issued_at = _COMPLETED_AT.timestamp() - 1  # a fixed time: the document never changes
+    return RequestIds(_REQUEST_ID_KEY).public(_REQUEST, sample.workflow.id, issued_at)
 
 
 def accepted_request(sample: Sample) -> Accepted:

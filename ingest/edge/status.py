@@ -2,26 +2,51 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 from aiohttp import web
 
+from ingest.edge.context import Edge
 from ingest.edge.documents import StatusDocument
 from ingest.edge.keys import EDGE
 from ingest.edge.paths import workflow_of
+from ingest.edge.request_ids import IssuedRequest
 from ingest.edge.responses import json_response
 from ingest.errors import NotFound
 from ingest.results import Outcome, RequestStatus, Result, fetch_result, is_note
+from ingest.retention import Retention
+from ingest.settings import Settings
 
 
 async def request_status(request: web.Request) -> web.Response:
-    edge = request.app[EDGE]
     workflow = await workflow_of(request)
     public_id = request.match_info["request_id"]
-    request_id = edge.request_ids.parse(public_id, workflow.id)
-    if request_id is None:
+    return json_response(await status_of(request.app[EDGE], public_id, workflow.id))
+
+
+async def status_of(edge: Edge, public_id: str, workflow_id: int) -> StatusDocument:
+    """Where the request `public_id` names stands. NotFound when no request of this workflow has
+    that id, or when its result is gone: none is stored, and the request was issued longer ago
+    than its result would have been kept (a request still in the queue by then is 404 too,
+    until a worker applies it)."""
+    issued = edge.request_ids.read(public_id, workflow_id)
+    if issued is None:
         raise NotFound("no request has this id")
-    result = await fetch_result(edge.pool, request_id, workflow.id)
-    return json_response(status_document(public_id, result))
+    result = await fetch_result(edge.pool, issued.request_id, workflow_id)
+    if result is None and _purged(edge.settings, issued):
+        raise NotFound(
+            "this request's result is no longer kept (results are purged after"
+            " INGEST_RESULT_RETENTION)"
+        )
+    return status_document(public_id, result)
+
+
+def _purged(settings: Settings, issued: IssuedRequest) -> bool:
+    if issued.keyed is None or issued.issued_by is None:
+        return False  # an id of the older form: when it was issued is unknown
+    retention = Retention.from_settings(settings)
+    return retention.result_purged(issued.keyed, issued.issued_by, time.time())
 
 
 def status_document(public_id: str, result: Result | None) -> StatusDocument:
