@@ -9,6 +9,7 @@ from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestPayloadError
 
 from ingest.edge.inflight import charge_body
+from ingest.edge.keys import BODY
 from ingest.errors import (
     BodyTimeout,
     BodyTooLarge,
@@ -146,8 +147,13 @@ async def read_within_deadline(request: web.Request, settings: Settings) -> byte
     Every route that reads a body reads it here, so its Content-Encoding is checked here."""
     check_content_encoding(request)
     body = buffered_body(request, settings.max_body_bytes)
-    if body is not None:
-        return body
+    if body is None:
+        body = await _read_in_time(request, settings)
+    request[BODY] = body  # for the ledger of rejections, should the request be refused
+    return body
+
+
+async def _read_in_time(request: web.Request, settings: Settings) -> bytes:
     try:
         async with asyncio.timeout(settings.body_read_timeout):
             return await read_body(request, settings.max_body_bytes)

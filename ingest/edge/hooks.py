@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from aiohttp import web
 from multidict import istr
@@ -19,16 +21,16 @@ from ingest.edge.bodies import (
     read_within_deadline,
 )
 from ingest.edge.documents import Accepted, Ignored
-from ingest.edge.keys import EDGE, OUTCOME, WORKFLOW
+from ingest.edge.keys import EDGE, OUTCOME, SOURCE, WORKFLOW
 from ingest.edge.paths import path_id
 from ingest.edge.preferences import parse_prefer
 from ingest.edge.responses import final_response, json_response
-from ingest.edge.status import status_document
+from ingest.edge.status import status_of
 from ingest.edge.submit import Final, submit
 from ingest.edge.writes import admit
 from ingest.errors import InvalidSignature, NotFound
 from ingest.messages import Operation, TaskRequest, idempotent_request_id, parse_payload
-from ingest.results import RequestStatus, fetch_result
+from ingest.results import RequestStatus
 from ingest.signatures import Verification, verify
 from ingest.sources import Source, SourceDefinition, source_url
 from ingest.workflows import Workflow
@@ -46,18 +48,48 @@ async def receive(request: web.Request) -> web.Response:
     check_content_type(request)
     body = await read_within_deadline(request, edge.settings)
     headers = _signed_headers(request, source.definition.verify)
-    verified = verify(source.definition.verify, headers, body, time.time())
+    return await deliver(request, source, workflow, Delivery(headers, body, time.time()))
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A delivery as its source reads it: headers by lower-case name, the body as received, and
+    when it arrived (seconds since the epoch), which is when its signature is checked."""
+
+    headers: Mapping[str, str]
+    body: bytes
+    at: float
+    #: A replay's own key (`ingest.edge.rejections_admin`), for when the sender's delivery id
+    #: cannot key it: the sender gave none, or `id_spent` (the rejection was a worker's answer to
+    #: the request that id keys). It is no printable ASCII, so no sender's id can be it.
+    replay_key: str | None = None
+    id_spent: bool = False
+
+    def key(self, delivery_id: str | None) -> str | None:
+        """What keys the delivery's request, as an Idempotency-Key does (None: nothing)."""
+        if self.replay_key is not None and (delivery_id is None or self.id_spent):
+            return self.replay_key
+        return delivery_id
+
+
+async def deliver(
+    request: web.Request, source: Source, workflow: Workflow, delivery: Delivery
+) -> web.Response:
+    """Verify a delivery, then answer its handshake, filter it out, or map and submit it: what
+    `receive` does once the delivery is read, and what a replay of a rejected one does."""
+    edge = request.app[EDGE]
+    verified = verify(source.definition.verify, delivery.headers, delivery.body, delivery.at)
     # Only a verified delivery spends the workflow's rate limit: whoever knows the source URL
     # without its secret cannot starve the real sender (or the task API) of it.
-    admit(request, workflow)
+    await admit(request, workflow)
     if verified.handshake is not None:
         request[OUTCOME] = "handshake"
         return json_response(verified.handshake)
-    task_body = await _task_body(source.definition, body, edge.settings.max_body_bytes)
+    task_body = await _task_body(source.definition, delivery.body, edge.settings.max_body_bytes)
     if task_body is None:
         request[OUTCOME] = "ignored"
         return json_response(IGNORED)
-    return await _submit(request, source, workflow, task_body, verified.delivery_id)
+    return await _submit(request, source, workflow, task_body, delivery.key(verified.delivery_id))
 
 
 #: Headers the schemes read (signatures, timestamps, delivery ids, events), by prefix.
@@ -86,6 +118,7 @@ async def _source_of(request: web.Request) -> tuple[Source, Workflow]:
     if found is None:
         raise NotFound(UNKNOWN_SOURCE)
     request[WORKFLOW] = found[1].public_id
+    request[SOURCE] = found[0]
     return found
 
 
@@ -137,7 +170,7 @@ async def _submit(
         request[OUTCOME] = submitted.how
         return final_response(submitted.http_status, submitted.body)
     request[OUTCOME] = "accepted"
-    return _accepted(request, source, workflow, task_request.id)
+    return _accepted(request, source, task_request)
 
 
 def _request_id(source: Source, workflow: Workflow, delivery_id: str | None) -> uuid.UUID:
@@ -149,11 +182,9 @@ def _request_id(source: Source, workflow: Workflow, delivery_id: str | None) -> 
     return idempotent_request_id(workflow.id, f"source/{source.public_id}:{delivery_id}")
 
 
-def _accepted(
-    request: web.Request, source: Source, workflow: Workflow, request_id: uuid.UUID
-) -> web.Response:
+def _accepted(request: web.Request, source: Source, task_request: TaskRequest) -> web.Response:
     edge = request.app[EDGE]
-    public_id = edge.request_ids.public(request_id, workflow.id)
+    public_id = edge.request_ids.of(task_request)
     url = f"{source_url(edge.settings.base_url, source.public_id)}/requests/{public_id}"
     body: Accepted = {"id": public_id, "status": RequestStatus.PENDING, "status_url": url}
     return json_response(body, 202, {"Location": url})
@@ -161,11 +192,6 @@ def _accepted(
 
 async def delivery_status(request: web.Request) -> web.Response:
     """The status URL of a delivery answered 202: where its task request stands."""
-    edge = request.app[EDGE]
     _, workflow = await _source_of(request)
     public_id = request.match_info["request_id"]
-    request_id = edge.request_ids.parse(public_id, workflow.id)
-    if request_id is None:
-        raise NotFound("no request has this id")
-    result = await fetch_result(edge.pool, request_id, workflow.id)
-    return json_response(status_document(public_id, result))
+    return json_response(await status_of(request.app[EDGE], public_id, workflow.id))

@@ -7,6 +7,7 @@ from aiohttp import web
 from ingest.edge.context import Edge
 from ingest.edge.metrics import EdgeMetrics
 from ingest.settings import Settings
+from ingest.sources import Source
 
 SETTINGS = web.AppKey("settings", Settings)
 EDGE = web.AppKey("edge", Edge)
@@ -16,3 +17,7 @@ METRICS = web.AppKey("metrics", EdgeMetrics)
 REQUEST_ID = web.RequestKey("request_id", str)
 WORKFLOW = web.RequestKey("workflow", str)
 OUTCOME = web.RequestKey("outcome", str)
+#: What the ledger of rejections records of a refused request (`ingest.edge.ledger`): the body
+#: as read, and a hook delivery's source.
+BODY = web.RequestKey("body", bytes)
+SOURCE = web.RequestKey("source", Source)

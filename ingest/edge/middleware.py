@@ -14,6 +14,7 @@ from aiohttp.typedefs import Handler, Middleware
 from multidict import istr
 
 from ingest import store
+from ingest.edge import ledger
 from ingest.edge.documents import definition_problems
 from ingest.edge.filters import InvalidFilter
 from ingest.edge.keys import OUTCOME, REQUEST_ID, WORKFLOW
@@ -89,6 +90,8 @@ def observe_requests(metrics: EdgeMetrics, access: AccessLog | None) -> Middlewa
         elapsed = time.monotonic() - started
         status = response.status
         metrics.answered(_route_of(request), request.method, status, elapsed)
+        if 400 <= status < 500:
+            ledger.note(request, response, elapsed)
         if access is not None:
             access(
                 request.method,

@@ -186,6 +186,36 @@ _ADMIN_ROUTES = (
         ),
     ),
     Route(
+        "PATCH",
+        SOURCE,
+        sources_admin.update_source,
+        Operation(
+            "updateSource",
+            "admin",
+            "Update a source",
+            "Fixes a source in place: its id and URL stay. The body holds any of the definition's "
+            "keys; each replaces its value (`verify` whole, its secrets included; `null` removes a "
+            "`filter` or `map`). The result is validated as a new definition is. Every edge uses "
+            "it within a second; a rejected delivery can then be replayed "
+            "(`POST /api/v1/admin/rejections/{rejection_id}/replay`).",
+            (
+                Answer(200, "The source as updated.", SourceSummary),
+                failure(NOT_AN_OBJECT, MalformedBody),
+                *BODY_ANSWERS,
+                _NO_SUCH_SOURCE,
+                Answer(
+                    status_of(DefinitionError)[0],
+                    "The definition would be invalid; `problems` lists every problem.",
+                    DefinitionProblems,
+                ),
+                *ADMIN_ANSWERS,
+            ),
+            (SOURCE_ID,),
+            RequestBody(dict[str, Any], "Any of the keys of a source definition."),
+            admin=True,
+        ),
+    ),
+    Route(
         "DELETE",
         SOURCE,
         sources_admin.delete_source,

@@ -1,5 +1,5 @@
-"""The admin API of sources (SPEC §6), behind the admin token: create, list, get, delete. A source
-is shown with its URL and never with its secrets."""
+"""The admin API of sources (SPEC §6, §8), behind the admin token: create, list, get, update
+(its id and URL kept), delete. A source is shown with its URL and never with its secrets."""
 
 from __future__ import annotations
 
@@ -37,6 +37,19 @@ async def list_sources(request: web.Request) -> web.Response:
 async def get_source(request: web.Request) -> web.Response:
     source = await _admin_source(request)
     return json_response(source.summary(request.app[SETTINGS].base_url))
+
+
+async def update_source(request: web.Request) -> web.Response:
+    """A new definition for a source, its id and URL kept: the keys sent replace theirs."""
+    require_admin(request)
+    settings, edge = request.app[SETTINGS], request.app[EDGE]
+    check_content_type(request)
+    body = await accept_json_object(await read_within_deadline(request, settings))
+    changes = parse_payload(body)
+    source = await store.update_source(edge.pool, _source_id(request), changes)
+    if source is None:
+        raise NotFound(_UNKNOWN)
+    return json_response(source.summary(settings.base_url))
 
 
 async def delete_source(request: web.Request) -> web.Response:
