@@ -23,7 +23,7 @@ async def post_batch(request: web.Request) -> web.Response:
     check_content_type(request)
     body = await read_within_deadline(request, settings)
     text, items = await accept_json_array(body, settings.batch_max_items)
-    admit(request, workflow, items)  # the rate limit counts tasks: a batch costs its items
+    await admit(request, workflow, items)  # the rate limit counts tasks: a batch costs its items
     return await submit_write(request, workflow, Operation.BATCH, text, items)
 
 

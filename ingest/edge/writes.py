@@ -30,13 +30,15 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 async def admitted_workflow(request: web.Request) -> Workflow:
     """The workflow the path's token names, once its rate limit lets the request in."""
     workflow = await workflow_of(request)
-    admit(request, workflow)
+    await admit(request, workflow)
     return workflow
 
 
-def admit(request: web.Request, workflow: Workflow, tasks: int = 1) -> None:
-    """Raise RateLimited unless the workflow's rate limit lets `tasks` more tasks in."""
-    if wait := request.app[EDGE].rate_limiter.retry_after(workflow.id, tasks):
+async def admit(request: web.Request, workflow: Workflow, tasks: int = 1) -> None:
+    """Raise RateLimited unless the workflow's rate limit, shared by every edge, lets `tasks`
+    more tasks in (`ingest.edge.ratelimit`)."""
+    limiter = request.app[EDGE].rate_limiter
+    if limiter.limited and (wait := await limiter.retry_after(workflow.id, tasks)):
         raise RateLimited(wait)
 
 
@@ -66,7 +68,7 @@ async def submit_write(
         request[OUTCOME] = submitted.how
         return final_response(submitted.http_status, submitted.body)
     request[OUTCOME] = "accepted"
-    return _accepted(request, workflow, submitted.request_id, preferences.respond_async)
+    return _accepted(request, task_request, preferences.respond_async)
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -86,12 +88,10 @@ def _idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-def _accepted(
-    request: web.Request, workflow: Workflow, request_id: uuid.UUID, respond_async: bool
-) -> web.Response:
+def _accepted(request: web.Request, task_request: TaskRequest, respond_async: bool) -> web.Response:
     """202 with the request's status URL."""
     edge = request.app[EDGE]
-    public_id = edge.request_ids.public(request_id, workflow.id)
+    public_id = edge.request_ids.of(task_request)
     body = accepted(edge.settings.base_url, request.match_info["token"], public_id)
     headers = {hdrs.CONTENT_TYPE: JSON, hdrs.LOCATION: body["status_url"]}
     if respond_async:
