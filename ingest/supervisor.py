@@ -3,6 +3,11 @@
 Each child is restarted when it exits unexpectedly (with a backoff that resets once a child has
 stayed up); SIGTERM or SIGINT is passed on to every child, which finishes its in-flight work, and
 the group exits 0 once all have stopped.
+
+The edges share one port, so a scrape of `/metrics` reaches any one of them: each run makes a
+fresh directory for prometheus-client's multiprocess mode and hands it to its edges alone (each
+worker serves its own port), so every edge shows all of them; the live gauges of an edge that
+exited are dropped, and the directory is removed when the group stops.
 """
 
 from __future__ import annotations
@@ -11,11 +16,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
+from ingest.metrics import MULTIPROCESS_DIR, forget_process
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,10 +39,11 @@ class ChildSpec:
     env: tuple[tuple[str, str], ...] = ()
 
 
-def children(settings: Settings) -> list[ChildSpec]:
+def children(settings: Settings, metrics_dir: str) -> list[ChildSpec]:
     edge = (sys.executable, "-m", "ingest", "serve")
     worker = (sys.executable, "-m", "worker")
-    edges = [ChildSpec(f"edge-{n}", edge) for n in range(settings.edges)]
+    shared = ((MULTIPROCESS_DIR, metrics_dir),)
+    edges = [ChildSpec(f"edge-{n}", edge, shared) for n in range(settings.edges)]
     workers = [
         ChildSpec(f"worker-{n}", worker, _worker_env(settings, n)) for n in range(settings.workers)
     ]
@@ -75,6 +84,7 @@ class Supervisor:
             log.info("started %s (pid %d)", spec.name, process.pid)
             code = await self._wait(process)
             del self._running[spec.name]
+            _forget_metrics_of(spec, process.pid)
             if self._stopping.is_set():
                 log.info("%s (pid %d) stopped with %s", spec.name, process.pid, code)
                 return
@@ -109,9 +119,21 @@ class Supervisor:
             return await process.wait()
 
 
+def _forget_metrics_of(spec: ChildSpec, pid: int) -> None:
+    """An exited edge's live gauges (its backlog, its pool) must not count any more."""
+    directory = dict(spec.env).get(MULTIPROCESS_DIR)
+    if directory:
+        with contextlib.suppress(OSError):
+            forget_process(pid, directory)
+
+
 async def supervise(settings: Settings) -> None:
-    supervisor = Supervisor(settings, children(settings))
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, supervisor.stop)
-    await supervisor.run()
+    metrics_dir = tempfile.mkdtemp(prefix="ingest-metrics-")
+    try:
+        supervisor = Supervisor(settings, children(settings, metrics_dir))
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, supervisor.stop)
+        await supervisor.run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -4,11 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ingest.metrics import BATCH_BUCKETS, CONTENT_TYPE, LATENCY_BUCKETS, exposition, pool_gauges
+
+
+class InHand:
+    """When the oldest request this worker holds arrived at the edge: from taking a batch off the
+    queue until it is concluded (committed and acked, or sent back)."""
+
+    def __init__(self) -> None:
+        self._oldest: float | None = None
+
+    def hold(self, arrivals: Iterable[float]) -> None:
+        # An arrival of 0 is a request that did not say (older edges): it tells nothing.
+        self._oldest = min((at for at in arrivals if at > 0), default=None)
+
+    def release(self) -> None:
+        self._oldest = None
+
+    def age(self, now: float) -> float:
+        """Seconds the oldest request in hand has waited since its arrival; 0 holding none."""
+        return 0.0 if self._oldest is None else max(0.0, now - self._oldest)
 
 
 class WorkerMetrics:
@@ -58,6 +78,14 @@ class WorkerMetrics:
             "ingest_worker_consuming", "1 while the consumer is attached to the queue.", registry=r
         )
         self.pool_size, self.pool_idle = pool_gauges(r)
+        self.in_hand = InHand()
+        # Read at each scrape, so the age grows while a batch is stuck (database down, retries).
+        Gauge(
+            "ingest_oldest_pending_request_age_seconds",
+            "Age (since its arrival at the edge) of the oldest task request this worker has taken"
+            " from the queue and not yet concluded; 0 while it holds none.",
+            registry=r,
+        ).set_function(lambda: self.in_hand.age(time.time()))
 
 
 def _answer(

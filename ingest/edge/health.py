@@ -36,7 +36,7 @@ async def metrics_page(request: web.Request) -> web.Response:
         pool = request.app[EDGE].pool
         metrics.pool_size.set(pool.get_size())
         metrics.pool_idle.set(pool.get_idle_size())
-    response = web.Response(body=exposition(metrics.registry))
+    response = web.Response(body=exposition(metrics.exposed))
     response.headers["Content-Type"] = METRICS_CONTENT_TYPE
     return response
 

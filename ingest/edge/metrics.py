@@ -1,10 +1,16 @@
-"""The edge's metrics, served on its `/metrics`."""
+"""The edge's metrics, served on its `/metrics`.
+
+Under `ingest run` the edges' values are merged (see `ingest.metrics`): what each edge counts is
+summed; a gauge of its own (its backlog, its pool) is summed over the live edges; a gauge every
+edge reads alike from the broker or the database (`ingest.edge.gauges`) is the newest reading,
+never a sum.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ingest.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, pool_gauges
+from ingest.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, pool_gauges, served_registry
 
 #: Methods counted under their own name; any other is `other`.
 _METHODS = frozenset(
@@ -60,9 +66,30 @@ class EdgeMetrics:
             registry=r,
         )
         self.backlog = Gauge(
-            "ingest_publish_backlog_requests", "Task requests waiting to be published.", registry=r
+            "ingest_publish_backlog_requests",
+            "Task requests waiting to be published.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.pool_size, self.pool_idle = pool_gauges(r)
+        self.queue_ready = Gauge(
+            "ingest_queue_depth_messages",
+            "Messages ready in the task queue, as the broker last told (NaN: it could not say).",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.queue_consumers = Gauge(
+            "ingest_queue_consumers",
+            "Consumers (workers) attached to the task queue, as the broker last told.",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.dead_letters = Gauge(
+            "ingest_dead_letters_stored",
+            "Dead letters kept in Postgres, not yet replayed or purged (counted up to 100,000).",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
         self.rejections = Counter(
             "ingest_rejections_total",
             "Rejected task and hook requests (4xx) recorded in the ledger, by status and error.",
@@ -76,6 +103,8 @@ class EdgeMetrics:
         )
         # Labelled children, bound once: `labels()` checks and joins its arguments on every call.
         self._answered: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        #: What `/metrics` shows: this registry, or every edge's values under `ingest run`.
+        self.exposed = served_registry(r)
 
     def answered(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count and time one HTTP request by its route pattern, method and status."""
