@@ -15,7 +15,7 @@ import orjson
 import yaml
 from pydantic import ValidationError
 
-from ingest import deadletters, migrations, store
+from ingest import deadletters, migrations, rejections, retention, store, tokens
 from ingest.broker import Topology, ensure_topology
 from ingest.errors import (
     ConfigError,
@@ -27,6 +27,7 @@ from ingest.errors import (
 )
 from ingest.logs import configure_logging, run_async
 from ingest.messages import parse_payload
+from ingest.rejections import RejectionFilter
 from ingest.settings import Settings, settings_table
 from ingest.sources import SourceDefinition, SourceSummary
 from ingest.workflows import CreatedWorkflow, WorkflowDefinition, WorkflowSummary, created_document
@@ -79,6 +80,40 @@ async def list_workflows(settings: Settings) -> list[WorkflowSummary]:
         return [w.summary(settings.base_url) for w in await store.list_workflows(pool)]
 
 
+async def update_workflow(settings: Settings, public_id: str, path: str) -> WorkflowSummary:
+    change = _load_definition(path)
+    async with store.open_pool(settings, size=1) as pool:
+        workflow = await store.update_workflow(pool, public_id, change)
+    if workflow is None:
+        raise NotFound(f"no workflow has the id {public_id!r}")
+    return workflow.summary(settings.base_url)
+
+
+async def delete_workflow(settings: Settings, public_id: str) -> None:
+    async with store.open_pool(settings, size=1) as pool:
+        if not await store.delete_workflow(pool, public_id):
+            raise NotFound(f"no workflow has the id {public_id!r}")
+
+
+async def token_command(settings: Settings, action: str, workflow_id: str, handle: str) -> Any:
+    """`ingest workflow token new|list|revoke`: what to print (JSON, or a line of text)."""
+    unknown = NotFound(f"no workflow has the id {workflow_id!r}")
+    async with store.open_pool(settings, size=1) as pool:
+        workflow = await store.workflow_by_public_id(pool, workflow_id)
+        if workflow is None:
+            raise unknown
+        if action == "list":
+            return [t.model_dump(mode="json") for t in await tokens.tokens_of(pool, workflow.id)]
+        if action == "new":
+            issued = await tokens.issue(pool, workflow.id)
+            if issued is None:  # deleted meanwhile
+                raise unknown
+            return issued.model_dump()
+        if not await tokens.revoke(pool, workflow.id, handle):
+            raise NotFound(f"workflow {workflow_id} has no token with this prefix")
+        return "the token was revoked: every edge refuses it within a second"
+
+
 async def create_source(settings: Settings, path: str, workflow: str | None) -> SourceSummary:
     raw = _load_definition(path)
     if workflow is not None and isinstance(raw, dict):
@@ -91,6 +126,23 @@ async def create_source(settings: Settings, path: str, workflow: str | None) -> 
 async def list_sources(settings: Settings) -> list[SourceSummary]:
     async with store.open_pool(settings, size=1) as pool:
         return [s.summary(settings.base_url) for s in await store.list_sources(pool)]
+
+
+async def update_source(settings: Settings, public_id: str, path: str) -> SourceSummary:
+    changes = _load_definition(path)
+    if not isinstance(changes, dict):
+        raise DefinitionError([f"{path} must hold a mapping of the definition's keys"])
+    async with store.open_pool(settings, size=1) as pool:
+        source = await store.update_source(pool, public_id, changes)
+    if source is None:
+        raise NotFound(f"no source has the id {public_id!r}")
+    return source.summary(settings.base_url)
+
+
+async def list_rejections(settings: Settings, wanted: RejectionFilter) -> list[Any]:
+    async with store.open_pool(settings, size=1) as pool:
+        found = await rejections.list_rejections(pool, wanted)
+    return [rejection.document() for rejection in found[: wanted.limit]]
 
 
 async def try_source(
@@ -142,6 +194,11 @@ async def replay_dead_letters(settings: Settings, ids: list[int] | None) -> dead
             return await deadletters.replay(pool, exchange, routing_key, ids)
 
 
+async def purge(settings: Settings) -> retention.Purged:
+    async with store.open_pool(settings, size=1) as pool:
+        return await retention.purge(pool, retention.Retention.from_settings(settings))
+
+
 def _print_json(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
@@ -159,6 +216,25 @@ def _parser() -> argparse.ArgumentParser:
     create = workflow.add_parser("create", help="create a workflow from a JSON or YAML file")
     create.add_argument("file", help="definition file, or - for standard input")
     workflow.add_parser("list", help="list workflows")
+    change = workflow.add_parser(
+        "update", help="change a workflow: the file's keys replace its definition's (a new version)"
+    )
+    change.add_argument("id", help="the workflow's id")
+    change.add_argument("file", help="JSON or YAML: any keys of a definition, or - for stdin")
+    workflow.add_parser(
+        "delete", help="delete a workflow with its tasks, results, sources and tokens"
+    ).add_argument("id", help="the workflow's id")
+    token = workflow.add_parser("token", help="issue, list and revoke a workflow's tokens")
+    token_actions = token.add_subparsers(dest="token_action", required=True)
+    for verb, helped in (
+        ("new", "issue a token (printed this once; older tokens keep working)"),
+        ("list", "list the prefixes and issue times of the workflow's tokens"),
+        ("revoke", "revoke a token, named by its prefix (or the whole token)"),
+    ):
+        verb_parser = token_actions.add_parser(verb, help=helped)
+        verb_parser.add_argument("id", help="the workflow's id")
+        if verb == "revoke":
+            verb_parser.add_argument("prefix", help="the token's prefix, or the whole token")
     source = commands.add_parser("source", help="manage sources (webhook senders)").add_subparsers(
         dest="action", required=True
     )
@@ -166,6 +242,11 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("file", help="definition file, or - for standard input")
     make.add_argument("--workflow", help="the workflow's id, in place of the file's 'workflow'")
     source.add_parser("list", help="list sources (never their secrets)")
+    update = source.add_parser(
+        "update", help="change a source (same id and URL): the file's keys replace the source's"
+    )
+    update.add_argument("id", help="the source's id")
+    update.add_argument("file", help="JSON or YAML: any keys of a definition, or - for stdin")
     check = source.add_parser(
         "test", help="show what a delivery would become (mapped task, ignored, or the errors)"
     )
@@ -179,8 +260,43 @@ def _parser() -> argparse.ArgumentParser:
         "replay", help="publish the requests of dead letters again (all, or the ids given)"
     )
     replay.add_argument("ids", nargs="*", type=int, help="dead letter ids (default: all)")
+    _rejections_parser(commands)
+    commands.add_parser(
+        "purge", help="purge once what retention no longer keeps (results, dead letters, …)"
+    )
     commands.add_parser("settings", help="print the table of settings (INGEST_* variables)")
     return parser
+
+
+def _rejections_parser(commands: Any) -> None:
+    ledger = commands.add_parser("rejections", help="the ledger of rejected requests")
+    listing = ledger.add_subparsers(dest="action", required=True).add_parser(
+        "list", help="list rejections, newest first (secrets redacted)"
+    )
+    listing.add_argument("--workflow", help="only this workflow's (its id)")
+    listing.add_argument("--source", help="only this source's deliveries (its id)")
+    listing.add_argument("--status", type=_argument(rejections.parse_status), help="e.g. 401")
+    listing.add_argument(
+        "--since", type=_argument(rejections.parse_since), help="ISO 8601, e.g. 2024-01-31T12:00Z"
+    )
+    listing.add_argument(
+        "--limit",
+        type=_argument(rejections.parse_limit),
+        default=rejections.DEFAULT_LIMIT,
+        help=f"at most this many (default {rejections.DEFAULT_LIMIT})",
+    )
+
+
+def _argument(parse: Any) -> Any:
+    """An argparse type from a parser that raises ValueError with a message for people."""
+
+    def parsed(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parsed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,6 +335,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         configure_logging(settings)
         asyncio.run(migrate(settings))
         run_async(supervise(settings))
+    elif args.command == "purge":
+        print(asyncio.run(purge(settings)).summary())
     elif args.command == "dlq" and args.action == "list":
         _print_json(asyncio.run(list_dead_letters(settings)))
     elif args.command == "dlq":
@@ -230,6 +348,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
             print(f"kept {len(done.unreadable)} unreadable dead letter(s): {done.unreadable}")
     elif args.command == "source":
         _source_command(args, settings)
+    elif args.command == "rejections":
+        wanted = RejectionFilter(
+            args.workflow, args.source, args.status, args.since, limit=args.limit
+        )
+        _print_json(asyncio.run(list_rejections(settings, wanted)))
     elif args.command == "workflow":
         _workflow_command(args, settings)
 
@@ -239,6 +362,15 @@ def _workflow_command(args: argparse.Namespace, settings: Settings) -> None:
         _print_json(asyncio.run(create_workflow(settings, args.file)))
     elif args.action == "list":
         _print_json(asyncio.run(list_workflows(settings)))
+    elif args.action == "update":
+        _print_json(asyncio.run(update_workflow(settings, args.id, args.file)))
+    elif args.action == "delete":
+        asyncio.run(delete_workflow(settings, args.id))
+        print(f"deleted workflow {args.id} with its tasks, results, sources and tokens")
+    elif args.action == "token":
+        handle = getattr(args, "prefix", "")
+        shown = asyncio.run(token_command(settings, args.token_action, args.id, handle))
+        print(shown) if isinstance(shown, str) else _print_json(shown)
 
 
 def _source_command(args: argparse.Namespace, settings: Settings) -> None:
@@ -246,6 +378,8 @@ def _source_command(args: argparse.Namespace, settings: Settings) -> None:
         _print_json(asyncio.run(create_source(settings, args.file, args.workflow)))
     elif args.action == "list":
         _print_json(asyncio.run(list_sources(settings)))
+    elif args.action == "update":
+        _print_json(asyncio.run(update_source(settings, args.id, args.file)))
     else:
         path = args.payload
         data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()

@@ -69,7 +69,9 @@ class Settings(BaseSettings):
         default=1,
         ge=1,
         le=64,
-        description="Edge processes started by `ingest run` (sharing the port by SO_REUSEPORT).",
+        description="Edge processes started by `ingest run` (sharing the port by SO_REUSEPORT); "
+        "set it to the number of edges where they are started otherwise: while Postgres cannot "
+        "answer the rate limit, each edge takes this share of it.",
     )
     workers: int = Field(
         default=1,
@@ -169,7 +171,8 @@ class Settings(BaseSettings):
         default=2.0,
         ge=0,
         le=3600,
-        description="Seconds a workflow read by token stays cached at the edge.",
+        description="Seconds an edge keeps a workflow (by token) or a source cached at most; a "
+        "change is heard within a second (Postgres NOTIFY), this bounds it when one is missed.",
     )
     shutdown_timeout: float = Field(
         default=15.0, gt=0, le=600, description="Seconds SIGTERM gives in-flight work to finish."
@@ -181,11 +184,16 @@ class Settings(BaseSettings):
     rate_limit: float = Field(
         default=0.0,
         ge=0,
+        le=1_000_000,
         description="Tasks per second a workflow may send, shared by every edge process; 0: no "
         "limit.",
     )
     rate_burst: int = Field(
-        default=0, ge=0, description="Requests a workflow may send at once; 0: one second's worth."
+        default=0,
+        ge=0,
+        le=1_000_000_000,
+        description="Tasks a workflow may send at once, shared by every edge process; 0: one "
+        "second's worth.",
     )
     body_read_timeout: float = Field(
         default=30.0, gt=0, le=600, description="Seconds a client has to send its request body."

@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator
 import asyncpg
 import orjson
 
-from ingest.errors import ValueRefused
+from ingest import notices, tokens
+from ingest.errors import Conflict, ValueRefused
 from ingest.fields import decode_values
+from ingest.revisions import rekeying_refused, revise
 from ingest.settings import Settings
 from ingest.sources import Source, SourceDefinition, new_source_id, workflow_named
 from ingest.tasks import TaskRecord
@@ -20,7 +22,6 @@ from ingest.workflows import (
     WorkflowDefinition,
     hash_token,
     new_public_id,
-    new_token,
 )
 
 Pool = asyncpg.Pool
@@ -118,23 +119,26 @@ async def create_workflow(pool: Pool, definition: WorkflowDefinition) -> tuple[W
     `definition` comes from `WorkflowDefinition.parse`, which validated it as it is stored; the
     read-back still happens inside the transaction, so a failure there leaves nothing behind.
     """
-    token = new_token()
+    token = tokens.new_token()
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            "INSERT INTO workflows (public_id, token_hash, name, definition)"
-            f" VALUES ($1, $2, $3, $4) RETURNING {_WORKFLOW_COLUMNS}",
+            "INSERT INTO workflows (public_id, name, definition)"
+            f" VALUES ($1, $2, $3) RETURNING {_WORKFLOW_COLUMNS}",
             new_public_id(),
-            hash_token(token),
             definition.name,
             definition.model_dump(mode="json"),
         )
         assert row is not None
+        await tokens.insert(conn, row["id"], token)
         return _workflow(row), token
 
 
 async def workflow_by_token(pool: Pool, token: str) -> Workflow | None:
+    """The workflow this token opens (any of its tokens: `ingest.tokens`); None when revoked."""
     row = await pool.fetchrow(
-        f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE token_hash = $1", hash_token(token)
+        f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE id ="
+        " (SELECT workflow_id FROM workflow_tokens WHERE token_hash = $1)",
+        hash_token(token),
     )
     return _workflow(row) if row else None
 
@@ -156,6 +160,73 @@ async def workflow_by_id(conn: Pool | Connection, workflow_id: int) -> Workflow 
 async def list_workflows(pool: Pool) -> list[Workflow]:
     rows = await pool.fetch(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows ORDER BY id")
     return [_workflow(row) for row in rows]
+
+
+async def update_workflow(pool: Pool, public_id: str, change: object) -> Workflow | None:
+    """Make the next version of a workflow from `change` (`ingest.revisions`; DefinitionError
+    lists every problem) and announce it; None when no workflow has this id.
+
+    The workflow's row stays locked until the new version commits, so concurrent changes apply
+    one after the other, each to the version before it; new tasks wait meanwhile (their foreign
+    key shares the row), so none is committed between the check that a workflow to be keyed anew
+    has no tasks and the change. (A worker that read the old version before the change may still
+    add its first tasks keyed the old way right after it; the README says to set the Unique ID
+    before tasks arrive.) A change that changes nothing keeps the version as it is.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"SELECT {_WORKFLOW_COLUMNS}, last_field_id FROM workflows WHERE public_id = $1"
+            " FOR UPDATE",
+            public_id,
+        )
+        if row is None:
+            return None
+        current = _workflow(row)
+        revision = revise(current.definition, row["last_field_id"], change)
+        if not revision.changed:
+            return current
+        if revision.rekeys and await _has_tasks(conn, current.id):
+            raise Conflict(rekeying_refused(current.definition, revision.definition))
+        updated = await conn.fetchrow(
+            "UPDATE workflows SET name = $2, definition = $3, last_field_id = $4,"
+            " version = version + 1, updated_at = now()"
+            f" WHERE id = $1 RETURNING {_WORKFLOW_COLUMNS}",
+            current.id,
+            revision.definition.name,
+            revision.definition.model_dump(mode="json"),
+            revision.last_field_id,
+        )
+        await notices.announce(conn, "workflow", current.id)
+    assert updated is not None
+    return _workflow(updated)
+
+
+async def _has_tasks(conn: Connection, workflow_id: int) -> bool:
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM tasks WHERE workflow_id = $1)", workflow_id
+    )
+    return found
+
+
+#: Seconds deleting a workflow may take: its time grows with its tasks and results (9 s for
+#: 200,000 tasks with 500,000 results), so it cannot keep to INGEST_DATABASE_TIMEOUT.
+DELETE_WORKFLOW_TIMEOUT = 600.0
+
+
+async def delete_workflow(pool: Pool, public_id: str) -> bool:
+    """Remove a workflow with its tasks, results, sources and tokens (their foreign keys
+    cascade), in one transaction, and announce it; False when no workflow has this id. Writes to
+    other workflows go on meanwhile; its own wait for its row, and then find it gone.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        deleted = await conn.fetchval(
+            "DELETE FROM workflows WHERE public_id = $1 RETURNING id",
+            public_id,
+            timeout=DELETE_WORKFLOW_TIMEOUT,
+        )
+        if deleted is not None:
+            await notices.announce(conn, "workflow", deleted)
+    return deleted is not None
 
 
 async def instance_secret(pool: Pool, name: str) -> bytes:
@@ -273,9 +344,44 @@ async def source_by_public_id(pool: Pool, public_id: str) -> Source | None:
 
 
 async def delete_source(pool: Pool, public_id: str) -> bool:
-    """Remove a source; False when none has this id. Edges stop taking its deliveries once their
-    cache of it expires (`INGEST_WORKFLOW_CACHE_TTL`)."""
-    deleted = await pool.fetchval(
-        "DELETE FROM sources WHERE public_id = $1 RETURNING id", public_id
-    )
+    """Remove a source; False when none has this id. Every edge stops taking its deliveries
+    within a second (`ingest.notices`), at worst once its cache of it expires."""
+    async with pool.acquire() as conn, conn.transaction():
+        deleted = await conn.fetchval(
+            "DELETE FROM sources WHERE public_id = $1 RETURNING id", public_id
+        )
+        if deleted is not None:
+            await notices.announce(conn, "source", deleted)
     return deleted is not None
+
+
+async def update_source(pool: Pool, public_id: str, changes: dict[str, object]) -> Source | None:
+    """Change a source's definition, keeping its id and URL: each key `changes` holds replaces its
+    value (`verify` whole, secrets included). The result is validated as a new definition is,
+    against the workflow it names (DefinitionError lists every problem). None when no source has
+    this id. Every edge drops its copy at once (notice `source`)."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"SELECT {_SOURCE_COLUMNS} FROM sources WHERE public_id = $1 FOR UPDATE", public_id
+        )
+        if row is None:
+            return None
+        source = _source(row)
+        raw = {**source.definition.model_dump(mode="json"), **changes}
+        named = workflow_named(raw)
+        found = named and await conn.fetchrow(
+            f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE public_id = $1", named
+        )
+        workflow = _workflow(found) if found else None
+        definition = SourceDefinition.parse(raw, workflow.definition if workflow else None)
+        assert workflow is not None  # parse refuses a definition naming no workflow
+        updated = await conn.fetchrow(
+            "UPDATE sources SET workflow_id = $2, definition = $3 WHERE id = $1"
+            f" RETURNING {_SOURCE_COLUMNS}",
+            source.id,
+            workflow.id,
+            definition.model_dump_json(),
+        )
+        await notices.announce(conn, "source", source.id)
+    assert updated is not None
+    return _source(updated)

@@ -39,6 +39,7 @@ from ingest import deadletters
 from ingest.broker import BrokerLink, Topology, close_connection_with, ensure_topology
 from ingest.errors import DecodeError
 from ingest.messages import TaskBatch
+from ingest.notices import ChangeListener, Notice
 from ingest.results import Result
 from ingest.settings import Settings
 from worker.culprits import forget_attempts, message_key, request_key, unfinished_attempts
@@ -46,6 +47,7 @@ from worker.decisions import Ack, Decision, Reject, Retry
 from worker.deliveries import Deliveries, Delivery, is_live
 from worker.faults import FaultPoints
 from worker.metrics import WorkerMetrics, serve_metrics
+from worker.purger import purging
 from worker.replies import send_replies
 from worker.settling import Settler
 
@@ -91,6 +93,8 @@ class Consumer:
                 self.consuming.is_set,
             ),
             BrokerLink(settings, name, self._attach, self._detach),
+            purging(settings, self._pool),
+            ChangeListener(settings, "worker", self._heard, self._settler.workflows.clear),
         ):
             while not self._stopping.is_set():
                 self._beat()
@@ -98,7 +102,13 @@ class Consumer:
                 messages = await self._deliveries.gather(self._stopping)
                 if messages:
                     await self._handle(messages)
+                    self.metrics.in_hand.release()
         log.info("worker %d stopped consuming", os.getpid())
+
+    def _heard(self, notice: Notice) -> None:
+        """A workflow changed (or was deleted): the next request of it reads it again."""
+        if notice.topic == "workflow":
+            self._settler.workflows.forget(notice.row_id)
 
     async def drain(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 (every wait has one)
         """Return once the task and dead-letter queues have no ready message and this consumer
@@ -187,6 +197,7 @@ class Consumer:
         # A delivery of a closed channel cannot be acked; the broker redelivers it.
         await self._conclude(lost, Retry("its channel closed"))
         deliveries = await self._decode(live)
+        self.metrics.in_hand.hold(r.received_at for d in deliveries for r in d.batch.requests)
         fresh = [d for d in deliveries if not d.earlier]
         again = [d for d in deliveries if d.earlier]
         if not again:

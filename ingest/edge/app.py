@@ -18,18 +18,21 @@ from ingest.broker import BrokerLink, close_connection_with, ensure_topology
 from ingest.edge.connections import connection_cap, install_connection_limits, raise_open_file_limit
 from ingest.edge.context import Edge, SourcesById, WorkflowsByToken
 from ingest.edge.cursors import Cursors
+from ingest.edge.gauges import OperatorGauges
 from ingest.edge.inflight import BODY_BUDGET, BodyBudget, hold_bodies
 from ingest.edge.keys import EDGE, METRICS, SETTINGS
+from ingest.edge.ledger import ledger_context
 from ingest.edge.metrics import EdgeMetrics
 from ingest.edge.middleware import error_middleware, observe_requests
 from ingest.edge.openapi import DOCUMENTS, Documents
 from ingest.edge.openapi_terms import ROUTE_TABLE
 from ingest.edge.publisher import Publisher
-from ingest.edge.ratelimit import RateLimiter
+from ingest.edge.ratelimit import RateLimiter, SharedBuckets
 from ingest.edge.replies import ReplyWaiters
 from ingest.edge.request_ids import RequestIds
 from ingest.edge.routes import add_routes
 from ingest.logs import AccessLog, LogWriter
+from ingest.notices import ChangeListener
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ async def edge_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     replies = ReplyWaiters(f"{settings.queue}.replies.{uuid.uuid4().hex[:16]}")
     publisher = Publisher(settings, replies.queue_name, app[METRICS])
+    gauges = OperatorGauges(settings, app[METRICS])
 
     async def setup(connection: AbstractConnection) -> None:
         publish_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -55,15 +59,18 @@ async def edge_context(app: web.Application) -> AsyncIterator[None]:
         exchange = await publish_channel.get_exchange(settings.queue, ensure=True)
         await replies.attach(reply_channel)
         publisher.attach(publish_channel, exchange)
+        gauges.attach(connection)
 
     def teardown() -> None:
         publisher.detach()
         replies.detach()
+        gauges.detach()
 
     async with (
         store.open_pool(settings) as pool,
         BrokerLink(settings, f"ingest-edge-{os.getpid()}", setup, teardown) as link,
         publisher,
+        gauges.polling(pool),
     ):
         key = await _request_id_key(settings, pool)
         app[EDGE] = Edge(
@@ -76,11 +83,16 @@ async def edge_context(app: web.Application) -> AsyncIterator[None]:
             request_ids=RequestIds(key),
             cursors=Cursors(key),  # derives its own keys from the same secret
             workflows=WorkflowsByToken(pool, settings.workflow_cache_ttl),
-            rate_limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
+            rate_limiter=RateLimiter(
+                settings.rate_limit, settings.rate_burst, SharedBuckets(pool), settings.edges
+            ),
             sources=SourcesById(pool, settings.workflow_cache_ttl),
         )
+        edge = app[EDGE]
         try:
-            yield
+            # Changes of workflows, tokens and sources drop what the edge cached of them.
+            async with ChangeListener(settings, "edge", edge.hear, edge.forget_everything):
+                yield
         finally:
             replies.close()
 
@@ -102,6 +114,7 @@ def create_app(settings: Settings, log_lines: LogWriter | None = None) -> web.Ap
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app.cleanup_ctx.append(edge_context)
+    app.cleanup_ctx.append(ledger_context)  # uses the edge's pool: after it, stopped before it
     add_routes(app)
     routes = app[ROUTE_TABLE]
     app[DOCUMENTS] = Documents(settings.base_url, routes)

@@ -16,7 +16,7 @@ BASE = "http://127.0.0.1:8080"
 #: Every status a route may document (405 and unknown-path 404s come from the middleware and are
 #: described once, in `info.description`).
 KNOWN_STATUSES = {str(s) for s in (200, 201, 202, 204, 400, 401, 403, 404, 408, 413, 415, 422)}
-KNOWN_STATUSES |= {"429", "500", "503"}
+KNOWN_STATUSES |= {"409", "429", "500", "503"}
 
 
 def operations_of(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -72,6 +72,12 @@ def test_statuses_match_the_handlers() -> None:
         ("/api/v1/admin/workflows", "get"): "200 401 403 503",
         ("/api/v1/admin/workflows/{workflow_id}", "get"): "200 401 403 404 503",
         ("/api/v1/admin/workflows/{workflow_id}/example", "get"): "200 401 403 404 503",
+        ("/api/v1/admin/workflows/{workflow_id}", "patch"): "200 400 401 403 404 408 409 413 415 "
+        "422 503",
+        ("/api/v1/admin/workflows/{workflow_id}", "delete"): "204 401 403 404 503",
+        ("/api/v1/admin/workflows/{workflow_id}/tokens", "post"): "201 401 403 404 503",
+        ("/api/v1/admin/workflows/{workflow_id}/tokens", "get"): "200 401 403 404 503",
+        ("/api/v1/admin/workflows/{workflow_id}/tokens/{prefix}", "delete"): "204 401 403 404 503",
         ("/api/v1/hooks/{source_id}", "post"): "200 201 202 400 401 404 408 413 415 422 429 "
         "500 503",
         ("/api/v1/hooks/{source_id}/requests/{request_id}", "get"): "200 404 503",
@@ -79,6 +85,10 @@ def test_statuses_match_the_handlers() -> None:
         ("/api/v1/admin/sources", "get"): "200 401 403 503",
         ("/api/v1/admin/sources/{source_id}", "get"): "200 401 403 404 503",
         ("/api/v1/admin/sources/{source_id}", "delete"): "204 401 403 404 503",
+        ("/api/v1/admin/sources/{source_id}", "patch"): "200 400 401 403 404 408 413 415 422 503",
+        ("/api/v1/admin/rejections", "get"): "200 400 401 403 503",
+        ("/api/v1/admin/rejections/{rejection_id}/replay", "post"): "200 201 202 400 401 403 404 "
+        "409 422 429 500 503",
         ("/api/v1/openapi.json", "get"): "200",
         ("/api/v1/workflows/{token}/openapi.json", "get"): "200 404 503",
         ("/api/v1/docs", "get"): "200",

@@ -21,6 +21,7 @@ from ingest.edge.routes import ROUTES, add_routes
 from ingest.errors import (
     BodyTimeout,
     BodyTooLarge,
+    Conflict,
     DefinitionError,
     Forbidden,
     IngestError,
@@ -136,6 +137,7 @@ _ERRORS = [
     Unauthorized("who are you"),
     InvalidSignature("no secret matches"),
     MappingFailed("map['Title']", "length(a)", "length() takes string, not number"),
+    Conflict("cannot in this state"),
 ]
 
 
