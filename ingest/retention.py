@@ -7,7 +7,7 @@ gets its answer from them.
 
 A purge deletes in batches of at most `BATCH_ROWS` rows, oldest first, each batch its own short
 transaction: no statement holds locks for long, nothing waits on rows another session has locked
-(`SKIP LOCKED`). A table that lost at least `VACUUM_AFTER` rows is vacuumed right after (a plain
+(`SKIP LOCKED`). A table holding `VACUUM_AFTER` dead rows or more is vacuumed right after (a plain
 VACUUM: it blocks neither reads nor writes), so its space is reused by the rows that follow
 whether or not autovacuum runs (it is off on some installations, this project's CI machine
 among them); with autovacuum on, this only does its work sooner. Each batch takes a
@@ -17,12 +17,15 @@ batch, instead of deleting side by side (workers purge every `INGEST_PURGE_INTER
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 from ingest.settings import Settings
 from ingest.store import Connection, Pool
+
+log = logging.getLogger(__name__)
 
 #: Results of keyed requests are kept at least this long (seconds), whatever the setting.
 KEYED_RESULT_MINIMUM = 24 * 3600.0
@@ -101,20 +104,36 @@ async def purge(pool: Pool, retention: Retention, batch_rows: int = BATCH_ROWS) 
     return purged
 
 
-#: Each table by the `Purged` field that counts its rows.
-_TABLES = {
+#: The tables purges delete from, by the `Purged` field that counts their rows.
+_PURGED_TABLES = {
     "results": "request_results",
     "dead_letters": "dead_letters",
     "rejections": "rejections",
     "attempts": "attempts",
 }
+#: A VACUUM may wait for another (autovacuum's, another purger's) and takes a while on a large
+#: table: longer than any single statement is allowed, yet bounded.
+VACUUM_TIMEOUT = 3600.0
 
 
 async def _vacuum_emptied(pool: Pool, purged: Purged) -> None:
-    for counted, table in _TABLES.items():
-        if getattr(purged, counted) >= VACUUM_AFTER:
+    """Vacuum each table this purge took `VACUUM_AFTER` rows or more from, or that holds as many
+    dead rows by Postgres' count (which lags a few seconds), so a VACUUM that failed or timed
+    out is tried again by the next purge."""
+    dead = await pool.fetch(
+        "SELECT relname FROM pg_stat_user_tables"
+        " WHERE relname = ANY($1::text[]) AND n_dead_tup >= $2 AND schemaname = current_schema()",
+        list(_PURGED_TABLES.values()),
+        VACUUM_AFTER,
+    )
+    tables = {row["relname"] for row in dead}
+    tables.update(t for f, t in _PURGED_TABLES.items() if getattr(purged, f) >= VACUUM_AFTER)
+    for table in sorted(tables):
+        try:
             # VACUUM runs outside a transaction; a pooled connection outside one is just that.
-            await pool.execute(f"VACUUM (ANALYZE) {table}")
+            await pool.execute(f"VACUUM (ANALYZE) {table}", timeout=VACUUM_TIMEOUT)
+        except Exception as exc:  # the purge itself is done: report it, vacuum next time
+            log.warning("VACUUM of %s failed: %r; the next purge tries again", table, exc)
 
 
 # ------------------------------------------------------------------ tables purged by age alone
@@ -155,12 +174,15 @@ async def _take_turn(conn: Connection) -> None:
 # ---------------------------------------------------------------------------- request results
 
 #: One batch of results, oldest first from a position ($3, $4), older than $1 seconds: those of
-#: unkeyed requests go, and those of keyed requests older than $2 seconds. The position moves past
+#: unkeyed requests go, and those of keyed requests once $2 seconds have passed since the end of
+#: the UTC day they arrived on. That is the clock their status URLs keep (a keyed id carries only
+#: its day, `ingest.edge.request_ids`), so a status URL says `pending` only while its result is
+#: kept, and 404 once it is gone, never `pending` for a purged result. The position moves past
 #: the keyed results kept, so no batch reads them again (a short result retention can leave a day
 #: of them in the index range every batch walks).
 _RESULTS_BATCH = """
 WITH batch AS (
-    SELECT request_id, completed_at, fingerprint FROM request_results
+    SELECT request_id, completed_at, received_at, fingerprint FROM request_results
     WHERE completed_at < now() - make_interval(secs => $1)
       AND completed_at >= $3 AND (completed_at > $3 OR request_id > $4)
     ORDER BY completed_at, request_id
@@ -169,7 +191,8 @@ WITH batch AS (
 ), gone AS (
     DELETE FROM request_results AS r USING batch AS b
     WHERE r.request_id = b.request_id
-      AND (b.fingerprint IS NULL OR b.completed_at < now() - make_interval(secs => $2))
+      AND (b.fingerprint IS NULL OR date_trunc('day', b.received_at, 'UTC') + interval '1 day'
+                                    < now() - make_interval(secs => $2))
     RETURNING 1
 ), last AS (
     SELECT completed_at, request_id FROM batch ORDER BY completed_at DESC, request_id DESC LIMIT 1

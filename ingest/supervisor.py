@@ -4,10 +4,12 @@ Each child is restarted when it exits unexpectedly (with a backoff that resets o
 stayed up); SIGTERM or SIGINT is passed on to every child, which finishes its in-flight work, and
 the group exits 0 once all have stopped.
 
-The edges share one port, so a scrape of `/metrics` reaches any one of them: each run makes a
-fresh directory for prometheus-client's multiprocess mode and hands it to its edges alone (each
-worker serves its own port), so every edge shows all of them; the live gauges of an edge that
-exited are dropped, and the directory is removed when the group stops.
+Several edges share one port, so a scrape of `/metrics` reaches any one of them: a run of more
+than one edge makes a fresh directory for prometheus-client's multiprocess mode and hands it to
+its edges alone (each worker serves its own port), so every edge shows all of them; the live
+gauges of an edge that exited are dropped, and the directory is removed when the group stops. A
+single edge keeps its own registry: merging costs each metric update about twice its time, for
+nothing when there is nothing to merge.
 """
 
 from __future__ import annotations
@@ -39,10 +41,10 @@ class ChildSpec:
     env: tuple[tuple[str, str], ...] = ()
 
 
-def children(settings: Settings, metrics_dir: str) -> list[ChildSpec]:
+def children(settings: Settings, metrics_dir: str | None) -> list[ChildSpec]:
     edge = (sys.executable, "-m", "ingest", "serve")
     worker = (sys.executable, "-m", "worker")
-    shared = ((MULTIPROCESS_DIR, metrics_dir),)
+    shared = ((MULTIPROCESS_DIR, metrics_dir),) if metrics_dir else ()
     edges = [ChildSpec(f"edge-{n}", edge, shared) for n in range(settings.edges)]
     workers = [
         ChildSpec(f"worker-{n}", worker, _worker_env(settings, n)) for n in range(settings.workers)
@@ -128,7 +130,7 @@ def _forget_metrics_of(spec: ChildSpec, pid: int) -> None:
 
 
 async def supervise(settings: Settings) -> None:
-    metrics_dir = tempfile.mkdtemp(prefix="ingest-metrics-")
+    metrics_dir = tempfile.mkdtemp(prefix="ingest-metrics-") if settings.edges > 1 else None
     try:
         supervisor = Supervisor(settings, children(settings, metrics_dir))
         loop = asyncio.get_running_loop()
@@ -136,4 +138,5 @@ async def supervise(settings: Settings) -> None:
             loop.add_signal_handler(signum, supervisor.stop)
         await supervisor.run()
     finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -220,6 +220,33 @@ async def test_ingest_purge_removes_once_what_each_retention_no_longer_keeps(
     assert "purged 0 request result(s)" in _purge_cli(settings, INGEST_RESULT_RETENTION="1h")
 
 
+async def test_a_keyed_result_is_kept_until_its_status_url_would_say_404(make_workflow, pool):
+    """A keyed status URL carries only its UTC day and turns 404 a kept period after the day's
+    end; the purge keeps the result exactly as long, so the URL never says pending for a purged
+    result. Two keyed results a minute either side of yesterday's start, both over a day old:
+    the one of the day before yesterday goes, yesterday's stays."""
+    workflow, _ = await make_workflow()
+    await pool.execute(
+        "INSERT INTO request_results (request_id, workflow_id, http_status, outcome, body,"
+        " received_at, completed_at, fingerprint)"
+        " SELECT gen_random_uuid(), $1, 201, 'created', '{}', at, at, '\\x01'::bytea"
+        " FROM (SELECT date_trunc('day', now(), 'UTC') - interval '1 day' + m AS at"
+        "       FROM unnest(ARRAY[interval '-1 minute', interval '1 minute']) AS m) AS moments",
+        workflow.id,
+    )
+    everything_else = Retention(
+        results=1, keyed_results=DAY.total_seconds(), dead_letters=1, rejections=1, attempts=1
+    )
+
+    purged = await retention.purge(pool, everything_else)
+
+    assert purged.results == 1
+    kept = await pool.fetchval("SELECT received_at FROM request_results")
+    assert kept == await pool.fetchval(
+        "SELECT date_trunc('day', now(), 'UTC') - interval '1 day' + interval '1 minute'"
+    )
+
+
 # ----------------------------------------------------------------------------------- batches
 
 _LOG_DELETES = """

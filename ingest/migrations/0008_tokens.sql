@@ -18,4 +18,7 @@ CREATE TABLE workflow_tokens (
 INSERT INTO workflow_tokens (workflow_id, token_hash, created_at)
 SELECT id, token_hash, created_at FROM workflows ORDER BY id;
 
-ALTER TABLE workflows DROP COLUMN token_hash;
+-- Kept for one release, no longer written: edges of the previous version still read it while a
+-- rolling deploy replaces them (dropping it would turn their look-ups into errors). New workflows
+-- have none there, so an old edge answers their tokens 404 until it is replaced.
+ALTER TABLE workflows ALTER COLUMN token_hash DROP NOT NULL;

@@ -18,3 +18,8 @@ def test_edges_share_the_run_s_metrics_directory_and_workers_do_not():
     for worker in workers:
         assert MULTIPROCESS_DIR not in dict(worker.env)
     assert [dict(w.env)["INGEST_WORKER_METRICS_PORT"] for w in workers] == ["9100", "9101"]
+
+
+def test_a_single_edge_keeps_its_own_registry():
+    specs = children(Settings(edges=1, workers=1), None)
+    assert all(MULTIPROCESS_DIR not in dict(spec.env) for spec in specs)
