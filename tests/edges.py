@@ -15,7 +15,8 @@ from ingest.settings import Settings
 from tests.conftest import free_port, service_env, spawn, wait_until
 
 
-async def _ready(url: str) -> bool:
+async def is_ready(url: str) -> bool:
+    """Whether the edge at `url` answers /readyz with 200."""
     try:
         async with aiohttp.ClientSession() as session, session.get(f"{url}/readyz") as response:
             return response.status == 200
@@ -39,7 +40,7 @@ async def edge_processes(
             processes.append(spawn(["-m", "ingest", "serve"], child_env, logs / f"edge-{n}.log"))
             urls.append(url)
         for url in urls:
-            await wait_until(lambda url=url: _ready(url), within=30)
+            await wait_until(lambda url=url: is_ready(url), within=30)
         yield urls
     finally:
         for process in processes:

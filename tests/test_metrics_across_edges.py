@@ -15,7 +15,7 @@ import pytest
 
 from ingest.metrics import MULTIPROCESS_DIR
 from tests.conftest import SEED_REQUEST, free_port, service_env, spawn, wait_until
-from tests.edges import edge_processes
+from tests.edges import edge_processes, is_ready
 
 TASKS = "/api/v1/workflows/{token}/tasks"
 ASYNC = {"Prefer": "respond-async"}
@@ -154,7 +154,7 @@ async def test_ingest_run_edges_share_a_metrics_directory_and_a_killed_edge_s_ga
         edges = await wait_until(lambda: _edge_pids(group.pid), within=30)
         directory = _multiprocess_dir_of(edges[0])
         assert _multiprocess_dir_of(edges[1]) == directory
-        await wait_until(lambda: _ready(url), within=30)
+        await wait_until(lambda: is_ready(url), within=30)
         for n in range(10):  # a connection each: SO_REUSEPORT spreads them over both edges
             await post_async(url, token, 1, first=n)
         text = await scrape(url)
@@ -170,7 +170,7 @@ async def test_ingest_run_edges_share_a_metrics_directory_and_a_killed_edge_s_ga
         await wait_until(restarted, within=30)
         assert not _files(directory, f"gauge_live*_{killed}.db")
         assert _files(directory, f"counter_{killed}.db")
-        await wait_until(lambda: _ready(url), within=30)
+        await wait_until(lambda: is_ready(url), within=30)
         text = await scrape(url)
         assert sample(text, "ingest_http_requests_total", route=TASKS, status="202") == 10
     finally:
@@ -209,11 +209,3 @@ def _multiprocess_dir_of(pid: int) -> str:
         if name.decode() == MULTIPROCESS_DIR:
             return value.decode()
     raise AssertionError(f"edge {pid} has no {MULTIPROCESS_DIR}")
-
-
-async def _ready(url: str) -> bool:
-    try:
-        async with aiohttp.ClientSession() as session, session.get(f"{url}/readyz") as response:
-            return response.status == 200
-    except aiohttp.ClientError:
-        return False

@@ -15,16 +15,9 @@ import aiohttp
 import pytest
 
 from tests.conftest import ROOT, SEED_REQUEST, free_port, service_env, spawn, wait_until
+from tests.edges import is_ready
 
 pytestmark = pytest.mark.slow
-
-
-async def _ready(url: str) -> bool:
-    try:
-        async with aiohttp.ClientSession() as session, session.get(f"{url}/readyz") as response:
-            return response.status == 200
-    except aiohttp.ClientError:
-        return False
 
 
 async def _published(url: str) -> bool:
@@ -92,7 +85,7 @@ async def test_two_edges_and_two_workers_lose_and_double_nothing(
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:
         for url in urls:
-            await wait_until(lambda url=url: _ready(url), within=30)
+            await wait_until(lambda url=url: is_ready(url), within=30)
         # 800 distinct tasks, plus 200 updates of tasks among them.
         bodies = [
             {**SEED_REQUEST, "Company ID": f"c{n}", "Number of Employees": n} for n in range(800)
@@ -142,7 +135,7 @@ async def test_sigterm_finishes_in_flight_work_and_exits_zero(
     worker = spawn(["-m", "worker"], env, tmp_path / "worker.log")
     url = settings.public_url
     try:
-        await wait_until(lambda: _ready(url), within=30)
+        await wait_until(lambda: is_ready(url), within=30)
         bodies = [{**SEED_REQUEST, "Company ID": f"s{n}"} for n in range(300)]
         sending = asyncio.create_task(_send_all([url], token, bodies, concurrency=20))
 
@@ -173,7 +166,7 @@ async def test_edge_sigterm_answers_requests_already_waiting(
     edge = spawn(["-m", "ingest", "serve"], env, tmp_path / "edge.log")
     url = settings.public_url
     try:
-        await wait_until(lambda: _ready(url), within=30)
+        await wait_until(lambda: is_ready(url), within=30)
         async with aiohttp.ClientSession() as session:
             # No worker runs: the request waits its budget, and meanwhile the edge is told to stop.
             waiting = asyncio.create_task(
@@ -201,7 +194,7 @@ async def test_ingest_run_restarts_a_crashed_worker_and_stops_cleanly(
     group = spawn(["-m", "ingest", "run"], env, tmp_path / "run.log")
     url = settings.public_url
     try:
-        await wait_until(lambda: _ready(url), within=30)
+        await wait_until(lambda: is_ready(url), within=30)
 
         async def two_children():
             return len(_children_of(group.pid)) == 2 or None
