@@ -13,13 +13,13 @@ _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*")
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from a number and a unit (`90s`, `15m`, `12h`, `7d`); a bare number is seconds."""
+    """Seconds from a number and a unit (`90s`, `15m`, `12h`, `7d`). Text without a unit is
+    refused: `7` meant as a week would purge everything older than seven seconds. (A number
+    given in code is seconds.)"""
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
         seconds = float(match[1]) * _UNITS[match[2]]
-    elif isinstance(value, str) and re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", value):
-        seconds = float(value)
     else:
         raise ValueError("must be a number and a unit: 90s, 15m, 12h or 7d")
     if not 0 < seconds < 100 * 365 * 86_400:

@@ -101,3 +101,24 @@ def test_the_settings_table_has_a_row_per_setting():
     assert len(table) == 2 + len(Settings.model_fields)
     assert "| `INGEST_PORT` | `8080` |" in "\n".join(table)
     assert "| `INGEST_ADMIN_TOKEN` | (empty) |" in "\n".join(table)
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [("90s", 90), ("15m", 900), ("12h", 43_200), ("7d", 604_800), (" 1.5h ", 5400)],
+)
+def test_retentions_are_a_number_and_a_unit(environment, written, seconds):
+    environment.setenv("INGEST_RESULT_RETENTION", written)
+    assert Settings().result_retention == seconds
+
+
+@pytest.mark.parametrize("written", ["7", "0s", "-5s", "1y", "7 days", "", "infd", "1e3s"])
+def test_a_retention_without_a_unit_or_not_positive_is_refused(environment, written):
+    environment.setenv("INGEST_RESULT_RETENTION", written)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_retentions_are_shown_as_written(environment):
+    assert Settings().model_dump()["result_retention"] == "7d"
+    assert Settings().model_dump()["dead_letter_retention"] == "30d"
