@@ -16,6 +16,7 @@ The edge hands over a `Refused` (references only, taken on the request path) and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,10 +41,16 @@ MAX_MESSAGE_CHARS = 2000
 MAX_ERROR_CHARS = 64
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+#: A page of the list takes no more rejections once their bodies pass this (the next page goes
+#: on from there): a thousand bodies of 64 KiB would be a 64 MB answer, more once JSON-escaped.
+PAGE_BODY_BYTES = 4 * 1024 * 1024
 
 #: Names (and parts of names) of headers that carry a person's or client's credentials.
 _CREDENTIALS = frozenset(["authorization", "proxy-authorization", "cookie", "set-cookie"])
-_CREDENTIAL_WORDS = ("token", "secret", "password", "passwd", "api-key", "apikey", "auth", "cookie")
+_CREDENTIAL_WORDS = (
+    *("token", "secret", "pass", "api-key", "apikey", "auth", "cookie", "session", "csrf", "xsrf"),
+    *("jwt", "bearer", "credential"),
+)
 #: Parts of names of headers that carry a signature of the delivery.
 _SIGNATURE_WORDS = ("signature", "hmac")
 
@@ -67,6 +74,11 @@ class Refused:
     source_id: int | None = None
     signature_headers: tuple[str, ...] = ()
     reached_worker: bool = False
+    #: Rejections of its workflow (or source) the edge left out since it recorded one before.
+    unrecorded_before: int = 0
+    #: Credentials its path carried (a workflow token, a source id), redacted wherever a header
+    #: repeats them.
+    path_secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +97,12 @@ class Row:
     body_size: int | None
     signed_headers: dict[str, str] | None
     reached_worker: bool
+    unrecorded_before: int = 0
 
 
 def row_of(refused: Refused) -> Row:
     """The stored form of a refused request: secrets redacted, its cause read from the answer."""
-    shown, kept = sort_headers(refused.headers, refused.signature_headers)
+    shown, kept = sort_headers(refused.headers, refused.signature_headers, refused.path_secrets)
     error, message = cause(refused.status, refused.answer)
     return Row(
         at=datetime.fromtimestamp(refused.at, UTC),
@@ -104,14 +117,18 @@ def row_of(refused: Refused) -> Row:
         body_size=refused.body_size,
         signed_headers=kept if refused.source_id is not None else None,
         reached_worker=refused.reached_worker,
+        unrecorded_before=refused.unrecorded_before,
     )
 
 
 def sort_headers(
-    headers: Iterable[tuple[str, str]], signature_headers: Sequence[str] = ()
+    headers: Iterable[tuple[str, str]],
+    signature_headers: Sequence[str] = (),
+    path_secrets: Sequence[str] = (),
 ) -> tuple[dict[str, str], dict[str, str]]:
     """(what is shown, what a replay needs and is never shown), keyed by lower-case name; a header
-    sent twice is joined with ", " as HTTP joins them."""
+    sent twice is joined with ", " as HTTP joins them. Shown values lose the path's credentials
+    and the password of any URL they hold."""
     signatures = {name.lower() for name in signature_headers}
     shown: dict[str, str] = {}
     kept: dict[str, str] = {}
@@ -124,8 +141,20 @@ def sort_headers(
         elif _is_credential(lowered):
             shown[lowered] = REDACTED
         else:
-            _add(shown, lowered, _text(value, MAX_SHOWN_VALUE_CHARS))
+            _add(
+                shown, lowered, _text(_without_secrets(value, path_secrets), MAX_SHOWN_VALUE_CHARS)
+            )
     return shown, kept
+
+
+#: The password of a URL's user information (`scheme://user:password@host`).
+_URL_PASSWORD = re.compile(r"(?<=://)([^/@:\s]*):[^/@\s]*@")
+
+
+def _without_secrets(value: str, path_secrets: Sequence[str]) -> str:
+    for secret in path_secrets:
+        value = value.replace(secret, REDACTED)
+    return _URL_PASSWORD.sub(rf"\1:{REDACTED}@", value)
 
 
 def _is_signature(name: str) -> bool:
@@ -184,15 +213,15 @@ async def insert(conn: Pool | Connection, rows: Sequence[Row]) -> None:
     """Store `rows` in one statement. A row whose workflow or source is gone keeps NULL there."""
     await conn.execute(
         "INSERT INTO rejections (at, route, workflow_id, source_id, status, error, message,"
-        " headers, body, body_size, signed_headers, reached_worker)"
+        " headers, body, body_size, signed_headers, reached_worker, unrecorded_before)"
         " SELECT r.at, r.route, (SELECT id FROM workflows WHERE public_id = r.workflow),"
         "  (SELECT id FROM sources WHERE id = r.source), r.status, r.error, r.message,"
-        "  r.headers::jsonb, r.body, r.body_size, r.signed::jsonb, r.reached"
+        "  r.headers::jsonb, r.body, r.body_size, r.signed::jsonb, r.reached, r.unrecorded"
         " FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::bigint[], $5::smallint[],"
         "  $6::text[], $7::text[], $8::text[], $9::bytea[], $10::integer[], $11::text[],"
-        "  $12::boolean[])"
+        "  $12::boolean[], $13::integer[])"
         " AS r(at, route, workflow, source, status, error, message, headers, body, body_size,"
-        "  signed, reached)",
+        "  signed, reached, unrecorded)",
         [r.at for r in rows],
         [r.route for r in rows],
         [r.workflow for r in rows],
@@ -205,6 +234,7 @@ async def insert(conn: Pool | Connection, rows: Sequence[Row]) -> None:
         [r.body_size for r in rows],
         [_json(r.signed_headers) for r in rows],
         [r.reached_worker for r in rows],
+        [r.unrecorded_before for r in rows],
     )
 
 
@@ -246,6 +276,15 @@ class RejectionDocument(TypedDict):
         Field(description="The first 64 KiB of the body as text (null: it was never read)."),
     ]
     body_truncated: Annotated[bool, Field(description="More than 64 KiB arrived.")]
+    unrecorded_before: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Rejections of this workflow (or source) that the edge which recorded "
+            "this one left out since the one it recorded before, to keep the ledger small under "
+            "a flood; each is counted in `ingest_rejections_unrecorded_total`.",
+        ),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +304,7 @@ class Rejection:
     body_size: int | None
     signed_headers: dict[str, str] | None
     reached_worker: bool
+    unrecorded_before: int = 0
 
     @property
     def body_truncated(self) -> bool:
@@ -283,6 +323,7 @@ class Rejection:
             "headers": self.headers,
             "body": None if self.body is None else self.body.decode("utf-8", "replace"),
             "body_truncated": self.body_truncated,
+            "unrecorded_before": self.unrecorded_before,
         }
 
 
@@ -329,9 +370,18 @@ def parse_limit(text: str) -> int:
 
 _SELECT = (
     "SELECT r.id, r.at, r.route, w.public_id AS workflow, s.public_id AS source, r.status,"
-    " r.error, r.message, r.headers, r.body, r.body_size, r.reached_worker, {signed}"
+    " r.error, r.message, r.headers, r.body, r.body_size, r.reached_worker,"
+    " r.unrecorded_before, {columns}"
     " FROM rejections r LEFT JOIN workflows w ON w.id = r.workflow_id"
     " LEFT JOIN sources s ON s.id = r.source_id"
+)
+#: What a page adds to each row: the bodies of the rows above it on the page, and whether a row
+#: matching the filter comes after it (so that a page needs no extra row to know it).
+_PAGED = (
+    "NULL::jsonb AS signed_headers,"
+    " coalesce(sum(octet_length(r.body))"
+    "  OVER (newest ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS bytes_above,"
+    " lead(r.id) OVER newest IS NOT NULL AS followed"
 )
 
 
@@ -350,12 +400,35 @@ def _rejection(row: Any) -> Rejection:
         body_size=row["body_size"],
         signed_headers=row["signed_headers"],
         reached_worker=row["reached_worker"],
+        unrecorded_before=row["unrecorded_before"],
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RejectionPage:
+    """One page of a list, newest first; `more`: another page follows, below the last one."""
+
+    rejections: list[Rejection]
+    more: bool
+
+
+async def rejection_page(conn: Pool | Connection, wanted: RejectionFilter) -> RejectionPage:
+    """The page of rejections matching `wanted`: at most `wanted.limit`, and no more once their
+    bodies pass PAGE_BODY_BYTES."""
+    sql, params = page_query(wanted)
+    rows = await conn.fetch(sql, *params)
+    return RejectionPage([_rejection(row) for row in rows], bool(rows and rows[-1]["followed"]))
+
+
 async def list_rejections(conn: Pool | Connection, wanted: RejectionFilter) -> list[Rejection]:
-    """Rejections matching `wanted`, newest first: at most `wanted.limit + 1` (one more tells
-    the caller there is another page)."""
+    """Rejections matching `wanted`, newest first: one page (`rejection_page`)."""
+    return (await rejection_page(conn, wanted)).rejections
+
+
+def page_query(wanted: RejectionFilter) -> tuple[str, list[Any]]:
+    """The statement of a page of `wanted`, and its arguments. Sizes are read without the
+    bodies (`octet_length` of a stored value is in its header), and the bodies of rows past the
+    cut are never sent."""
     conditions: list[str] = []
     params: list[Any] = []
 
@@ -373,16 +446,17 @@ async def list_rejections(conn: Pool | Connection, wanted: RejectionFilter) -> l
         where("r.at >= {}", wanted.since)
     if wanted.before is not None:
         where("r.id < {}", wanted.before)
-    sql = _SELECT.format(signed="NULL::jsonb AS signed_headers")
+    rows = _SELECT.format(columns=_PAGED)
     if conditions:
-        sql += " WHERE " + " AND ".join(conditions)
-    rows = await conn.fetch(f"{sql} ORDER BY r.id DESC LIMIT {wanted.limit + 1}", *params)
-    return [_rejection(row) for row in rows]
+        rows += " WHERE " + " AND ".join(conditions)
+    rows += f" WINDOW newest AS (ORDER BY r.id DESC) ORDER BY r.id DESC LIMIT {wanted.limit}"
+    sql = f"SELECT * FROM ({rows}) page WHERE bytes_above < {PAGE_BODY_BYTES} ORDER BY id DESC"
+    return sql, params
 
 
 async def rejection_by_id(conn: Pool | Connection, rejection_id: int) -> Rejection | None:
     """One rejection, with what a replay needs and the API never shows (`signed_headers`)."""
     row = await conn.fetchrow(
-        _SELECT.format(signed="r.signed_headers") + " WHERE r.id = $1", rejection_id
+        _SELECT.format(columns="r.signed_headers") + " WHERE r.id = $1", rejection_id
     )
     return None if row is None else _rejection(row)

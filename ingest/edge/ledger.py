@@ -7,6 +7,10 @@ It never slows a request: the request path only appends to the queue. When the q
 the database fails or is slower than `WRITE_TIMEOUT`, rejections are dropped and counted
 (`ingest_rejections_dropped_total`): the ledger is a diagnostic, never a reason to refuse or delay
 a request.
+
+Nor does a flood fill it: each workflow (task writes) and source (hook deliveries) has a budget
+on each edge (`RecordingBudget`); what it leaves out is counted
+(`ingest_rejections_unrecorded_total`) and the next rejection recorded says how many.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
@@ -50,10 +56,102 @@ BATCH = 200
 WRITE_TIMEOUT = 2.0
 #: How long stopping waits for the queue to be stored.
 FLUSH_TIMEOUT = 2.0
+#: What one edge records of one workflow's or source's rejections: a burst of RECORD_BURST, then
+#: RECORD_RATE a second. A sender refused at up to that rate (a broken map, a wrong secret) is
+#: recorded whole, every delivery replayable; a flood leaves a sample, enough to see what is
+#: wrong, of at most ~170,000 rows a day per workflow and edge (11 GB of bodies if every one is
+#: 64 KiB, a few hundred MB as they usually come), stored in batches of up to BATCH rows.
+RECORD_RATE = 2.0
+RECORD_BURST = 20
+#: A 429 says the rate limit works, and the next ones say the same: one is recorded per this many
+#: seconds per workflow or source, so a client hammering a 429 costs a row each 5 s at most.
+RATE_LIMITED_EVERY = 5.0
+#: Budgets remembered before those at rest (full, their 429 interval over) are forgotten.
+MAX_BUDGETS = 10_000
 #: A request's outcomes (`ingest.edge.keys.OUTCOME`) when a worker's answer refused it.
 _WORKER_OUTCOMES = frozenset(["answered", "replayed"])
 
 LEDGER: web.AppKey[Ledger] = web.AppKey("ledger")
+
+
+@dataclass(slots=True)
+class _Budget:
+    tokens: float
+    #: When `tokens` was counted (the clock's seconds).
+    at: float
+    #: When a 429 was last recorded.
+    rate_limited_at: float = -math.inf
+    #: Rejections left out since one was last recorded.
+    left_out: int = 0
+
+
+class RecordingBudget:
+    """How much of each workflow's or source's rejections one edge records: a token bucket
+    (`RECORD_RATE`, `RECORD_BURST`), and 429s `RATE_LIMITED_EVERY` apart; memory only, so a
+    flood costs no database work to judge."""
+
+    def __init__(
+        self,
+        rate: float = RECORD_RATE,
+        burst: int = RECORD_BURST,
+        rate_limited_every: float = RATE_LIMITED_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+        max_budgets: int = MAX_BUDGETS,
+    ) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._rate_limited_every = rate_limited_every
+        self._clock = clock
+        self._max_budgets = max_budgets
+        self._budgets: dict[str, _Budget] = {}
+        self._pruned_at = -math.inf
+
+    def take(self, key: str, status: int) -> int | None:
+        """Spend `key`'s budget on a rejection of `status`: None when it is left out, otherwise
+        how many of `key`'s were left out since the last one recorded."""
+        now = self._clock()
+        budget = self._budgets.get(key)
+        if budget is None:
+            self._forget_rested(now)
+            budget = self._budgets[key] = _Budget(float(self._burst), now)
+        if not self._spend(budget, status, now):
+            budget.left_out += 1
+            return None
+        left_out, budget.left_out = budget.left_out, 0
+        return left_out
+
+    @property
+    def remembered(self) -> int:
+        return len(self._budgets)
+
+    def _spend(self, budget: _Budget, status: int, now: float) -> bool:
+        if status == 429:
+            if now - budget.rate_limited_at < self._rate_limited_every:
+                return False
+            budget.rate_limited_at = now
+            return True
+        budget.tokens = min(float(self._burst), budget.tokens + (now - budget.at) * self._rate)
+        budget.at = now
+        if budget.tokens < 1:
+            return False
+        budget.tokens -= 1
+        return True
+
+    def _forget_rested(self, now: float) -> None:
+        """Once `max_budgets` are remembered, forget those at rest (at most once per 429 interval,
+        so a crowd of busy ones costs no scan per rejection). A forgotten budget's count of
+        left-out rejections goes with it; the counter has them."""
+        few = len(self._budgets) < self._max_budgets
+        if few or now - self._pruned_at < self._rate_limited_every:
+            return
+        self._pruned_at = now
+        self._budgets = {
+            key: budget for key, budget in self._budgets.items() if not self._rested(budget, now)
+        }
+
+    def _rested(self, budget: _Budget, now: float) -> bool:
+        refilled = budget.tokens + (now - budget.at) * self._rate >= self._burst
+        return refilled and now - budget.rate_limited_at >= self._rate_limited_every
 
 
 class Ledger:
@@ -65,9 +163,11 @@ class Ledger:
         metrics: EdgeMetrics,
         max_queued: int = MAX_QUEUED,
         max_bytes: int = MAX_QUEUED_BYTES,
+        budget: RecordingBudget | None = None,
     ) -> None:
         self._pool = pool
         self._metrics = metrics
+        self._budget = budget or RecordingBudget()
         self._max_queued = max_queued
         self._max_bytes = max_bytes
         self._queue: deque[tuple[Refused, int]] = deque()
@@ -75,6 +175,14 @@ class Ledger:
         self._ready = asyncio.Event()
         self._closing = False
         self._failing = False
+
+    def admit(self, key: str, status: int) -> int | None:
+        """Whether a rejection of workflow or source `key` is to be recorded: None when its budget
+        leaves it out (counted), otherwise how many it left out since it recorded one."""
+        left_out = self._budget.take(key, status)
+        if left_out is None:
+            self._metrics.rejections_unrecorded.inc()
+        return left_out
 
     def offer(self, refused: Refused, size: int) -> None:
         """Queue `refused` (about `size` bytes) to be stored; drop it when the queue is full."""
@@ -162,8 +270,8 @@ async def ledger_context(app: web.Application) -> AsyncIterator[None]:
 
 def note(request: web.Request, response: web.StreamResponse, elapsed: float) -> None:
     """Record `response` if it refused a request on a task or hook route (a 4xx, the caller
-    checked) whose workflow or source exists: an unknown token or source id is never recorded,
-    so guessing them fills nothing. Counted by status and error either way."""
+    checked) whose workflow or source exists, as its budget allows: an unknown token or source
+    id is never recorded, so guessing them fills nothing. Counted by status and error always."""
     workflow = request.get(WORKFLOW)
     if workflow is None:
         return
@@ -176,9 +284,17 @@ def note(request: web.Request, response: web.StreamResponse, elapsed: float) -> 
     app = request.app
     app[EDGE].metrics.rejections.labels(str(status), rejections.error_code(status, answer)).inc()
     ledger = app.get(LEDGER)
-    if ledger is not None:
-        refused, size = _refused(request, route, status, answer, workflow, elapsed)
-        ledger.offer(refused, size)
+    if ledger is None:
+        return
+    left_out = ledger.admit(_budget_key(request, workflow), status)
+    if left_out is not None:
+        ledger.offer(*_refused(request, route, status, answer, elapsed, left_out))
+
+
+def _budget_key(request: web.Request, workflow: str) -> str:
+    """Whose budget a rejection spends: its source's (a hook delivery) or its workflow's."""
+    source = request.get(SOURCE)
+    return f"workflow/{workflow}" if source is None else f"source/{source.id}"
 
 
 def _refused(
@@ -186,8 +302,8 @@ def _refused(
     route: str,
     status: int,
     answer: bytes | None,
-    workflow: str,
     elapsed: float,
+    left_out: int,
 ) -> tuple[Refused, int]:
     body = request.get(BODY)
     source = request.get(SOURCE)
@@ -201,15 +317,27 @@ def _refused(
         headers=headers.items(),
         body=None if body is None else body[:BODY_LIMIT],
         body_size=None if body is None else len(body),
-        workflow=workflow,
+        workflow=request[WORKFLOW],
         source_id=None if source is None else source.id,
         # The header scheme `hmac` reads its signature from, whatever its name.
         signature_headers=(verification.header,) if verification and verification.header else (),
         reached_worker=request.get(OUTCOME) in _WORKER_OUTCOMES,
+        unrecorded_before=left_out,
+        path_secrets=_path_secrets(request),
     )
     size = min(len(body), BODY_LIMIT) if body is not None else 0
     size += sum(len(name) + len(value) for name, value in headers.items()) + len(answer or b"")
     return refused, size + 512  # and the objects themselves
+
+
+def _path_secrets(request: web.Request) -> tuple[str, ...]:
+    """The credentials in the request's path (a workflow token, a source id), which proxies copy
+    into headers of their own (`Referer`, `X-Original-URI`, `X-Envoy-Original-Path` …)."""
+    return tuple(
+        value
+        for name in ("token", "source_id")
+        if len(value := request.match_info.get(name, "")) >= 8
+    )
 
 
 def _route_of(request: web.Request) -> str:

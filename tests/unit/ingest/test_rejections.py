@@ -44,6 +44,32 @@ def test_credentials_are_redacted_and_kept_nowhere() -> None:
     assert kept == {}
 
 
+def test_credentials_a_proxy_copied_or_a_header_name_suggests_are_redacted() -> None:
+    token = "T0ken-of-the-workflow_43-characters-long-abc"
+    shown, _ = sort_headers(
+        [
+            ("Referer", f"https://example.com/api/v1/workflows/{token}/tasks"),
+            ("X-Original-URI", f"/api/v1/workflows/{token}/tasks"),
+            ("X-Envoy-Original-Path", f"/api/v1/workflows/{token}/tasks?a=1"),
+            ("X-Database", "postgres://user:hunter2@db.example.com/app"),
+            ("X-Session-Id", "s1"),
+            ("X-Csrf", "s2"),
+            ("X-Jwt", "s3"),
+            ("X-Credentials", "s4"),
+            ("X-Pass", "s5"),
+            ("Idempotency-Key", "shown"),
+        ],
+        path_secrets=(token,),
+    )
+    assert token not in repr(shown)
+    assert "hunter2" not in repr(shown)
+    assert shown["referer"] == f"https://example.com/api/v1/workflows/{REDACTED}/tasks"
+    assert shown["x-database"] == f"postgres://user:{REDACTED}@db.example.com/app"
+    for name in ("x-session-id", "x-csrf", "x-jwt", "x-credentials", "x-pass"):
+        assert shown[name] == REDACTED
+    assert shown["idempotency-key"] == "shown"
+
+
 def test_signatures_of_every_scheme_are_redacted_and_kept_for_a_replay() -> None:
     signatures = {
         "X-Hub-Signature-256": "sha256=ab",
@@ -123,6 +149,16 @@ def test_a_row_keeps_signatures_only_for_hook_deliveries() -> None:
     assert row.headers == {"x-hub-signature-256": REDACTED, "authorization": REDACTED}
     task_write = row_of(_refused(route="POST /api/v1/workflows/{token}/tasks", source_id=None))
     assert task_write.signed_headers is None
+
+
+def test_a_row_and_its_document_say_how_many_were_left_out_before_it() -> None:
+    row = row_of(_refused(unrecorded_before=41))
+    assert row.unrecorded_before == 41
+    assert row_of(_refused()).unrecorded_before == 0
+    rejection = Rejection(
+        1, datetime.now(UTC), "r", None, None, 429, "e", None, {}, None, None, None, False, 41
+    )
+    assert rejection.document()["unrecorded_before"] == 41
 
 
 def test_a_document_says_when_the_body_was_cut() -> None:
