@@ -1,5 +1,7 @@
 """The ledger of rejections never holds a request up (SPEC §8): with its database cut off, a
-refusal is answered at once and the rejection dropped and counted; its queue is bounded."""
+refusal is answered at once and the rejection dropped and counted; its queue is bounded. Nor does
+a flood fill it: each workflow's rejections are recorded within a budget, 429s once in a while,
+and the rest only counted."""
 
 from __future__ import annotations
 
@@ -13,11 +15,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ingest.edge.app import create_app
-from ingest.edge.ledger import Ledger
+from ingest.edge.ledger import RATE_LIMITED_EVERY, RECORD_BURST, RECORD_RATE, Ledger
 from ingest.edge.metrics import EdgeMetrics
 from ingest.rejections import Refused
 from ingest.settings import Settings
-from tests.conftest import free_port, wait_until
+from tests.conftest import SEED_REQUEST, free_port, wait_until
 from tests.deliveries import JSON
 from tests.harness.proxy import FaultProxy
 
@@ -157,3 +159,89 @@ async def test_the_ledger_queue_is_bounded_and_drops_what_does_not_fit(
     assert await pool.fetchval("SELECT count(*) FROM rejections") == 2
     ledger.offer(_refused(workflow.public_id), 100)  # stopped: taken no more
     assert metrics.rejections_dropped._value.get() == 2
+
+
+# ------------------------------------------------------------------------------------- floods
+
+
+def _sample(metrics: str, name: str) -> float:
+    """The sum of a metric's samples (every label set)."""
+    return sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
+async def _recorded(pool: asyncpg.Pool, workflow_id: int) -> list[Any]:
+    return await pool.fetch(
+        "SELECT status, unrecorded_before FROM rejections WHERE workflow_id = $1 ORDER BY id",
+        workflow_id,
+    )
+
+
+async def test_a_flood_of_400s_is_recorded_as_a_bounded_sample_and_others_still_whole(
+    client: TestClient[Any, Any], pool: asyncpg.Pool, make_workflow: Any
+) -> None:
+    flooding, flooding_token = await make_workflow()
+    quiet, quiet_token = await make_workflow()
+    started = time.monotonic()
+    for _ in range(300):
+        sent = await client.post(
+            f"/api/v1/workflows/{flooding_token}/tasks", data=b"[]", headers=JSON
+        )
+        assert sent.status == 400
+    elapsed = time.monotonic() - started
+    for _ in range(3):
+        sent = await client.post(f"/api/v1/workflows/{quiet_token}/tasks", data=b"[]", headers=JSON)
+        assert sent.status == 400
+
+    async def quiet_ones_stored() -> bool:  # stored in order: the flood's are in before them
+        return len(await _recorded(pool, quiet.id)) == 3
+
+    await wait_until(quiet_ones_stored)
+    recorded = await _recorded(pool, flooding.id)
+    assert RECORD_BURST <= len(recorded) <= RECORD_BURST + RECORD_RATE * elapsed + 1
+    assert [row["unrecorded_before"] for row in recorded[:RECORD_BURST]] == [0] * RECORD_BURST
+    # A rejection recorded after the burst says how many it follows that were left out.
+    assert all(row["unrecorded_before"] > 0 for row in recorded[RECORD_BURST:])
+    metrics = await (await client.get("/metrics")).text()
+    assert _sample(metrics, "ingest_rejections_total") == 303  # every one is counted
+    assert _sample(metrics, "ingest_rejections_unrecorded_total") == 300 - len(recorded)
+    assert _sample(metrics, "ingest_rejections_dropped_total") == 0
+
+
+async def test_a_client_hammering_a_429_costs_one_row_per_interval(
+    settings: Settings, pool: asyncpg.Pool, make_workflow: Any
+) -> None:
+    flooding, flooding_token = await make_workflow()
+    quiet, quiet_token = await make_workflow()
+    limited = settings.model_copy(update={"rate_limit": 1.0, "rate_burst": 1})
+    server = TestServer(create_app(limited), host="127.0.0.1", port=limited.port)
+    async with TestClient(server) as client:
+        started = time.monotonic()
+        statuses = [await _post_seed(client, flooding_token) for _ in range(300)]
+        elapsed = time.monotonic() - started
+        # The rate lets one in a second, and the edge may hold one more it leased.
+        assert statuses.count(429) >= 300 - 2 - elapsed
+        assert [await _post_seed(client, quiet_token) for _ in range(2)] == [202, 429]
+
+        async def quiet_one_stored() -> bool:
+            return len(await _recorded(pool, quiet.id)) == 1
+
+        await wait_until(quiet_one_stored)
+        recorded = await _recorded(pool, flooding.id)
+        assert {row["status"] for row in recorded} == {429}
+        assert 1 <= len(recorded) <= 1 + elapsed / RATE_LIMITED_EVERY + 1
+        metrics = await (await client.get("/metrics")).text()
+        assert _sample(metrics, "ingest_rejections_total") == statuses.count(429) + 1
+        assert _sample(metrics, "ingest_rejections_unrecorded_total") == statuses.count(429) - len(
+            recorded
+        )
+
+
+async def _post_seed(client: TestClient[Any, Any], token: str) -> int:
+    sent = await client.post(
+        f"/api/v1/workflows/{token}/tasks", json=SEED_REQUEST, headers={"Prefer": "respond-async"}
+    )
+    return sent.status

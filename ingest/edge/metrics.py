@@ -92,13 +92,20 @@ class EdgeMetrics:
         )
         self.rejections = Counter(
             "ingest_rejections_total",
-            "Rejected task and hook requests (4xx) recorded in the ledger, by status and error.",
+            "Rejected task and hook requests (4xx), by status and error: every one, whether the"
+            " ledger recorded it or not.",
             ["status", "error"],
             registry=r,
         )
         self.rejections_dropped = Counter(
             "ingest_rejections_dropped_total",
             "Rejections not recorded (the database was unreachable or the ledger's queue full).",
+            registry=r,
+        )
+        self.rejections_unrecorded = Counter(
+            "ingest_rejections_unrecorded_total",
+            "Rejections the ledger left out by design: over their workflow's or source's budget"
+            " (a flood is kept as a sample), or a 429 soon after one recorded.",
             registry=r,
         )
         # Labelled children, bound once: `labels()` checks and joins its arguments on every call.

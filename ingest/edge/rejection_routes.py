@@ -6,6 +6,7 @@ from __future__ import annotations
 from ingest.edge import rejections_admin
 from ingest.edge.documents import Accepted, Error, Handshake, Ignored, Task, ValidationErrors
 from ingest.edge.filters import InvalidFilter
+from ingest.edge.ledger import RATE_LIMITED_EVERY, RECORD_BURST, RECORD_RATE
 from ingest.edge.openapi_shared import (
     ADMIN_ANSWERS,
     ADMIN_DISABLED,
@@ -20,11 +21,12 @@ from ingest.edge.openapi_shared import (
 )
 from ingest.edge.openapi_terms import Answer, Operation, Parameter, Route, failure
 from ingest.errors import Conflict, InvalidSignature, MalformedBody, NotFound, Unauthorized
-from ingest.rejections import DEFAULT_LIMIT, MAX_LIMIT, RejectionDocument
+from ingest.rejections import DEFAULT_LIMIT, MAX_LIMIT, PAGE_BODY_BYTES, RejectionDocument
 from ingest.workflows import LIMIT
 
 REJECTIONS = "/api/v1/admin/rejections"
 REPLAY = "/api/v1/admin/rejections/{rejection_id}/replay"
+_PAGE_MIB = PAGE_BODY_BYTES // (1024 * 1024)
 
 
 def _filter(name: str, description: str, schema: dict[str, object]) -> Parameter:
@@ -44,7 +46,7 @@ _FILTERS = (
         "RejectionsLimit",
         LIMIT,
         "query",
-        "Rejections per page.",
+        f"Rejections per page at most: a page also ends once its bodies pass {_PAGE_MIB} MiB.",
         {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
     ),
     PAGE_CURSOR,
@@ -64,7 +66,11 @@ _LIST = Operation(
     "Every 4xx a task write or a hook delivery was answered with (except an unknown token or "
     "source id), newest first, one page at a time: the route (never the token), the workflow or "
     "source, the status and error, the headers with credentials and signatures redacted, and "
-    "the first 64 KiB of the body. Kept `INGEST_REJECTION_RETENTION`.",
+    "the first 64 KiB of the body. A page holds `limit` rejections, fewer once their bodies pass "
+    f"{_PAGE_MIB} MiB (the cursor goes on from there). Under a flood each edge records a sample: "
+    f"per workflow or source a burst of {RECORD_BURST}, then {RECORD_RATE:g} a second, and a "
+    f"`429` once per {RATE_LIMITED_EVERY:g} seconds; `unrecorded_before` says how many it left "
+    "out before a recorded one. Kept `INGEST_REJECTION_RETENTION`.",
     (
         Answer(
             200,
@@ -90,8 +96,9 @@ _REPLAY = Operation(
     "Runs the delivery again through its source as it is now (after a mapping or a secret was "
     "fixed): verified as of when it arrived, with the signature headers the ledger kept (never "
     "shown), filtered, mapped and submitted; answers what the hook route answers. A replay is "
-    "keyed by the delivery id (by the rejection when the sender gave none, or when a worker "
-    "answered that delivery id already), so however often it is sent it has one effect and the "
+    "keyed by the delivery id (by the rejection when the sender gave none; by the delivery id "
+    "and a replay marker when a worker answered that id already, so every rejection of one "
+    "delivery replays as one request), so however often it is sent it has one effect and the "
     "same answer or status URL. Replays are not recorded as rejections.",
     (
         Answer(

@@ -25,26 +25,29 @@ from ingest.workflows import CURSOR, LIMIT
 
 T = TypeVar("T")
 UNKNOWN = "no rejection has this id"
+#: Keys a replay of a delivery whose id a worker answered: no printable ASCII, so no sender's
+#: delivery id can be it.
+REPLAY_MARKER = "\x00replay/"
 #: What list cursors of the ledger are bound to in place of a workflow: no workflow has it.
 _LEDGER = -1
 _FILTERS = ("workflow", "source", "status", "since", LIMIT, CURSOR)
 
 
 async def list_rejections(request: web.Request) -> web.Response:
-    """One page of rejections, newest first; the next page is in `Link` and `X-Next-Cursor`."""
+    """One page of rejections, newest first (`limit` of them, fewer once their bodies pass
+    `rejections.PAGE_BODY_BYTES`); the next page is in `Link` and `X-Next-Cursor`."""
     require_admin(request)
     settings, edge = request.app[SETTINGS], request.app[EDGE]
     query = list(request.query.items())
     wanted, digest = rejection_filter(query, edge.cursors)
-    found = await rejections.list_rejections(edge.pool, wanted)
-    page = found[: wanted.limit]
+    page = await rejections.rejection_page(edge.pool, wanted)
     headers = {}
-    if len(found) > wanted.limit:
-        cursor = edge.cursors.seal(page[-1].id, _LEDGER, digest)
+    if page.more:
+        cursor = edge.cursors.seal(page.rejections[-1].id, _LEDGER, digest)
         kept = [(k, v) for k, v in query if k != CURSOR]
         next_url = f"{settings.base_url}{request.rel_url.with_query([*kept, (CURSOR, cursor)])}"
         headers = {"Link": f'<{next_url}>; rel="next"', "X-Next-Cursor": cursor}
-    return json_response([rejection.document() for rejection in page], headers=headers)
+    return json_response([rejection.document() for rejection in page.rejections], headers=headers)
 
 
 def rejection_filter(
@@ -96,7 +99,7 @@ def _parsed(given: dict[str, str], name: str, parse: Callable[[str], T]) -> T | 
 async def replay_rejection(request: web.Request) -> web.Response:
     """Run a rejected hook delivery again through its source as it is now, answering what the
     hook route answers. Keyed by the delivery id (or by the rejection), so however often it is
-    clicked it has one effect, and every click gets the same answer or status URL."""
+    clicked it has one effect, and every click gets the same answer or status URL (`Replay`)."""
     require_admin(request)
     pool = request.app[EDGE].pool
     rejection = await rejections.rejection_by_id(pool, _rejection_id(request))
@@ -112,7 +115,22 @@ async def replay_rejection(request: web.Request) -> web.Response:
     return await hooks.deliver(request, source, workflow, delivery)
 
 
-def replayable(rejection: Rejection) -> hooks.Delivery:
+class Replay(hooks.Delivery):
+    """A recorded delivery run again, keyed as `hooks.Delivery` keys it unless a worker answered
+    its delivery id already (`id_spent`): that id keys a stored refusal, which the sender's
+    retries are answered from and recorded again, so the replay takes the id behind a marker.
+    Every rejection of one delivery then replays as one request, whichever is clicked; a
+    delivery without an id is keyed by its rejection."""
+
+    __slots__ = ()
+
+    def key(self, delivery_id: str | None) -> str | None:
+        if delivery_id is not None and self.id_spent:
+            return REPLAY_MARKER + delivery_id
+        return super().key(delivery_id)
+
+
+def replayable(rejection: Rejection) -> Replay:
     """The delivery a rejection recorded, as it arrived; Conflict says why it cannot be replayed."""
     if rejection.route != HOOK_DELIVERY:
         raise Conflict(f"only hook deliveries can be replayed; this was {rejection.route}")
@@ -127,7 +145,7 @@ def replayable(rejection: Rejection) -> hooks.Delivery:
             "start was kept, so it cannot be replayed"
         )
     shown = {name: value for name, value in rejection.headers.items() if value != REDACTED}
-    return hooks.Delivery(
+    return Replay(
         headers={**shown, **(rejection.signed_headers or {})},
         body=rejection.body,
         at=rejection.at.timestamp(),

@@ -22,9 +22,14 @@ CREATE TABLE rejections (
     -- replay can verify the delivery again once its source is fixed.
     signed_headers jsonb,
     -- The request was answered by a worker (its delivery id already keys a stored result).
-    reached_worker boolean     NOT NULL DEFAULT false
+    reached_worker boolean     NOT NULL DEFAULT false,
+    -- Rejections of the same workflow (or source) the recording edge left out, for the ledger's
+    -- budget, since the one it recorded before this one: under a flood the ledger keeps a sample.
+    unrecorded_before integer  NOT NULL DEFAULT 0
 );
--- Retention purges by age; lists page newest first, by workflow or source.
+-- Retention purges by age; lists page newest first, by workflow, source or status. Without
+-- (status, id), a rare status walked the whole table backwards through the primary key.
 CREATE INDEX rejections_at ON rejections (at);
 CREATE INDEX rejections_workflow ON rejections (workflow_id, id);
 CREATE INDEX rejections_source ON rejections (source_id, id);
+CREATE INDEX rejections_status ON rejections (status, id);

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ingest.edge.hooks import Delivery
-from ingest.edge.ledger import HOOK_DELIVERY, RECORDED_ROUTES
+from ingest.edge.ledger import HOOK_DELIVERY, RECORDED_ROUTES, RecordingBudget
 from ingest.edge.rejections_admin import replayable
 from ingest.edge.routes import ROUTES
 from ingest.errors import Conflict
@@ -69,4 +69,65 @@ def test_a_replay_is_keyed_by_the_delivery_id_unless_it_has_none_or_spent_it() -
     assert replay.key("d-1") == "d-1"  # the sender's retry and the replay are one request
     assert replay.key(None) == "\x00rejection/5"
     spent = replayable(_rejection(reached_worker=True))
-    assert spent.key("d-1") == "\x00rejection/5"  # d-1's request has a stored 422 already
+    assert spent.key("d-1") == "\x00replay/d-1"  # d-1's request has a stored 422 already
+    assert spent.key(None) == "\x00rejection/5"
+
+
+def test_every_rejection_of_one_spent_delivery_id_replays_as_one_request() -> None:
+    """The sender's retry of a delivery a worker refused is answered from the stored refusal and
+    recorded again: both rejections replay under one key."""
+    first = replayable(_rejection(id=5, reached_worker=True))
+    retried = replayable(_rejection(id=9, reached_worker=True))
+    assert first.key("d-1") == retried.key("d-1") != "d-1"
+    assert first.key("d-2") != first.key("d-1")
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_budget_records_a_burst_then_its_rate_and_counts_what_it_left_out() -> None:
+    clock = _Clock()
+    budget = RecordingBudget(rate=2.0, burst=3, clock=clock)
+    taken = [budget.take("workflow/w", 400) for _ in range(10)]
+    assert taken == [0, 0, 0] + [None] * 7
+    assert budget.take("workflow/other", 400) == 0  # every workflow has its own
+    clock.now += 0.5  # one rejection's worth at 2 a second
+    assert budget.take("workflow/w", 422) == 7  # the seven left out since the last recorded
+    assert budget.take("workflow/w", 422) is None
+    clock.now += 60  # refilled up to the burst, no further
+    assert [budget.take("workflow/w", 400) for _ in range(4)] == [1, 0, 0, None]
+
+
+def test_a_429_is_recorded_once_per_interval_whatever_the_budget() -> None:
+    clock = _Clock()
+    budget = RecordingBudget(rate=2.0, burst=3, rate_limited_every=5.0, clock=clock)
+    assert [budget.take("source/1", 429) for _ in range(50)] == [0] + [None] * 49
+    assert budget.take("source/1", 400) == 49  # 429s spend none of the bucket
+    clock.now += 4.9
+    assert budget.take("source/1", 429) is None
+    clock.now += 0.1
+    assert budget.take("source/1", 429) == 1
+    assert budget.take("source/2", 429) == 0
+
+
+def test_a_budget_forgets_those_at_rest_once_it_remembers_many() -> None:
+    clock = _Clock()
+    budget = RecordingBudget(rate=0.1, burst=2, rate_limited_every=5.0, clock=clock, max_budgets=4)
+    for number in range(4):
+        budget.take(f"workflow/{number}", 400)
+    budget.take("workflow/busy", 400)
+    budget.take("workflow/busy", 400)
+    assert budget.remembered == 5  # none was at rest
+    clock.now += 4.0
+    budget.take("workflow/soon", 400)
+    assert budget.remembered == 6  # not looked at again so soon
+    clock.now += 6.0  # the first four are full again; busy has one of two
+    budget.take("workflow/new", 400)
+    assert budget.remembered == 3  # busy, soon and new
+    assert budget.take("workflow/busy", 400) == 0
+    assert budget.take("workflow/busy", 400) is None
