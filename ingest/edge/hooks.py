@@ -51,6 +51,11 @@ async def receive(request: web.Request) -> web.Response:
     return await deliver(request, source, workflow, Delivery(headers, body, time.time()))
 
 
+#: Keys a replay of a delivery whose id a worker answered: no printable ASCII, so no sender's
+#: delivery id can be it.
+REPLAY_MARKER = "\x00replay/"
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """A delivery as its source reads it: headers by lower-case name, the body as received, and
@@ -59,17 +64,18 @@ class Delivery:
     headers: Mapping[str, str]
     body: bytes
     at: float
-    #: A replay's own key (`ingest.edge.rejections_admin`), for when the sender's delivery id
-    #: cannot key it: the sender gave none, or `id_spent` (the rejection was a worker's answer to
-    #: the request that id keys). It is no printable ASCII, so no sender's id can be it.
+    #: A replay's key (`ingest.edge.rejections_admin`) when the sender gave no delivery id.
     replay_key: str | None = None
+    #: A replay of a delivery whose id keys a worker's stored refusal (which the sender's retries
+    #: are answered from, and recorded again): the replay takes the id behind `REPLAY_MARKER`,
+    #: so every rejection of one delivery replays as one request, whichever is clicked.
     id_spent: bool = False
 
     def key(self, delivery_id: str | None) -> str | None:
         """What keys the delivery's request, as an Idempotency-Key does (None: nothing)."""
-        if self.replay_key is not None and (delivery_id is None or self.id_spent):
+        if delivery_id is None:
             return self.replay_key
-        return delivery_id
+        return REPLAY_MARKER + delivery_id if self.id_spent else delivery_id
 
 
 async def deliver(

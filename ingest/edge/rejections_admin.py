@@ -25,9 +25,6 @@ from ingest.workflows import CURSOR, LIMIT
 
 T = TypeVar("T")
 UNKNOWN = "no rejection has this id"
-#: Keys a replay of a delivery whose id a worker answered: no printable ASCII, so no sender's
-#: delivery id can be it.
-REPLAY_MARKER = "\x00replay/"
 #: What list cursors of the ledger are bound to in place of a workflow: no workflow has it.
 _LEDGER = -1
 _FILTERS = ("workflow", "source", "status", "since", LIMIT, CURSOR)
@@ -115,22 +112,7 @@ async def replay_rejection(request: web.Request) -> web.Response:
     return await hooks.deliver(request, source, workflow, delivery)
 
 
-class Replay(hooks.Delivery):
-    """A recorded delivery run again, keyed as `hooks.Delivery` keys it unless a worker answered
-    its delivery id already (`id_spent`): that id keys a stored refusal, which the sender's
-    retries are answered from and recorded again, so the replay takes the id behind a marker.
-    Every rejection of one delivery then replays as one request, whichever is clicked; a
-    delivery without an id is keyed by its rejection."""
-
-    __slots__ = ()
-
-    def key(self, delivery_id: str | None) -> str | None:
-        if delivery_id is not None and self.id_spent:
-            return REPLAY_MARKER + delivery_id
-        return super().key(delivery_id)
-
-
-def replayable(rejection: Rejection) -> Replay:
+def replayable(rejection: Rejection) -> hooks.Delivery:
     """The delivery a rejection recorded, as it arrived; Conflict says why it cannot be replayed."""
     if rejection.route != HOOK_DELIVERY:
         raise Conflict(f"only hook deliveries can be replayed; this was {rejection.route}")
@@ -145,7 +127,7 @@ def replayable(rejection: Rejection) -> Replay:
             "start was kept, so it cannot be replayed"
         )
     shown = {name: value for name, value in rejection.headers.items() if value != REDACTED}
-    return Replay(
+    return hooks.Delivery(
         headers={**shown, **(rejection.signed_headers or {})},
         body=rejection.body,
         at=rejection.at.timestamp(),
