@@ -80,10 +80,13 @@ async def list_workflows(settings: Settings) -> list[WorkflowSummary]:
         return [w.summary(settings.base_url) for w in await store.list_workflows(pool)]
 
 
-async def update_workflow(settings: Settings, public_id: str, path: str) -> WorkflowSummary:
+async def update_workflow(
+    settings: Settings, public_id: str, path: str, if_version: int | None = None
+) -> WorkflowSummary:
     change = _load_definition(path)
+    made_from = None if if_version is None else {if_version}
     async with store.open_pool(settings, size=1) as pool:
-        workflow = await store.update_workflow(pool, public_id, change)
+        workflow = await store.update_workflow(pool, public_id, change, made_from)
     if workflow is None:
         raise NotFound(f"no workflow has the id {public_id!r}")
     return workflow.summary(settings.base_url)
@@ -221,6 +224,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     change.add_argument("id", help="the workflow's id")
     change.add_argument("file", help="JSON or YAML: any keys of a definition, or - for stdin")
+    change.add_argument(
+        "--if-version",
+        type=int,
+        metavar="N",
+        help="change it only if it is still at version N (the version the file was made from)",
+    )
     workflow.add_parser(
         "delete", help="delete a workflow with its tasks, results, sources and tokens"
     ).add_argument("id", help="the workflow's id")
@@ -363,7 +372,7 @@ def _workflow_command(args: argparse.Namespace, settings: Settings) -> None:
     elif args.action == "list":
         _print_json(asyncio.run(list_workflows(settings)))
     elif args.action == "update":
-        _print_json(asyncio.run(update_workflow(settings, args.id, args.file)))
+        _print_json(asyncio.run(update_workflow(settings, args.id, args.file, args.if_version)))
     elif args.action == "delete":
         asyncio.run(delete_workflow(settings, args.id))
         print(f"deleted workflow {args.id} with its tasks, results, sources and tokens")

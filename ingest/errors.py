@@ -16,6 +16,7 @@
     │   ├── BodyTimeout        the body did not arrive within the read deadline
     │   └── ClientDisconnected the client went away before its body arrived
     ├── NotFound               unknown token, workflow, task or request id
+    ├── PreconditionFailed     a change was made from another version than the stored one
     ├── Unauthorized           the admin token is missing or wrong
     ├── Forbidden              the admin API is closed (no admin token configured)
     ├── InvalidSignature       a webhook delivery fails its source's verification
@@ -135,6 +136,19 @@ class ClientDisconnected(RequestError):
 
 class NotFound(IngestError):
     """Raised when a token, workflow, task or request id names nothing we know."""
+
+
+class PreconditionFailed(IngestError):
+    """Raised when a change names the versions it was made from (If-Match, `--if-version`) and
+    the stored version is none of them; `current` is the stored version."""
+
+    def __init__(self, current: int) -> None:
+        super().__init__(
+            f"the workflow is at version {current} now, not the version this change was made "
+            "from: read it again, make the change to what it is now, and send that as made from "
+            f'version {current} (If-Match: "{current}", or --if-version {current})'
+        )
+        self.current = current
 
 
 class Conflict(IngestError):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 from ingest.settings import Settings
-from ingest.store import Connection, Pool
+from ingest.store import Connection, Pool, finish_deleted_workflows
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class Purged:
 
 async def purge(pool: Pool, retention: Retention, batch_rows: int = BATCH_ROWS) -> Purged:
     """Remove every row older than its retention, batch by batch; vacuum what lost many rows."""
+    await finish_deleted_workflows(pool)  # deletes cut short (`store.delete_workflow`)
     purged = Purged(
         results=await _purge_results(pool, retention, batch_rows),
         dead_letters=await _purge_oldest(pool, _DEAD_LETTERS, retention.dead_letters, batch_rows),

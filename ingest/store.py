@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 
 import asyncpg
 import orjson
 
 from ingest import notices, tokens
-from ingest.errors import Conflict, ValueRefused
+from ingest.errors import Conflict, PreconditionFailed, ValueRefused
 from ingest.fields import decode_values
 from ingest.revisions import rekeying_refused, revise
 from ingest.settings import Settings
@@ -111,6 +111,8 @@ def _workflow(row: asyncpg.Record) -> Workflow:
 
 
 _WORKFLOW_COLUMNS = "id, public_id, version, definition"
+#: What every read of workflows holds to: a workflow being deleted (`delete_workflow`) is gone.
+_LIVE = "deleted_at IS NULL"
 
 
 async def create_workflow(pool: Pool, definition: WorkflowDefinition) -> tuple[Workflow, str]:
@@ -137,7 +139,7 @@ async def workflow_by_token(pool: Pool, token: str) -> Workflow | None:
     """The workflow this token opens (any of its tokens: `ingest.tokens`); None when revoked."""
     row = await pool.fetchrow(
         f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE id ="
-        " (SELECT workflow_id FROM workflow_tokens WHERE token_hash = $1)",
+        f" (SELECT workflow_id FROM workflow_tokens WHERE token_hash = $1) AND {_LIVE}",
         hash_token(token),
     )
     return _workflow(row) if row else None
@@ -145,26 +147,31 @@ async def workflow_by_token(pool: Pool, token: str) -> Workflow | None:
 
 async def workflow_by_public_id(pool: Pool, public_id: str) -> Workflow | None:
     row = await pool.fetchrow(
-        f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE public_id = $1", public_id
+        f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE public_id = $1 AND {_LIVE}", public_id
     )
     return _workflow(row) if row else None
 
 
 async def workflow_by_id(conn: Pool | Connection, workflow_id: int) -> Workflow | None:
     row = await conn.fetchrow(
-        f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE id = $1", workflow_id
+        f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE id = $1 AND {_LIVE}", workflow_id
     )
     return _workflow(row) if row else None
 
 
 async def list_workflows(pool: Pool) -> list[Workflow]:
-    rows = await pool.fetch(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows ORDER BY id")
+    rows = await pool.fetch(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE {_LIVE} ORDER BY id")
     return [_workflow(row) for row in rows]
 
 
-async def update_workflow(pool: Pool, public_id: str, change: object) -> Workflow | None:
+async def update_workflow(
+    pool: Pool, public_id: str, change: object, made_from: Collection[int] | None = None
+) -> Workflow | None:
     """Make the next version of a workflow from `change` (`ingest.revisions`; DefinitionError
-    lists every problem) and announce it; None when no workflow has this id.
+    lists every problem) and announce it; None when no workflow has this id. With `made_from`
+    (the versions the change was made from: If-Match), PreconditionFailed when the stored version
+    is none of them, checked under the lock, so two changes made from one version never both
+    apply (without it, the last change wins).
 
     The workflow's row stays locked until the new version commits, so concurrent changes apply
     one after the other, each to the version before it; new tasks wait meanwhile (their foreign
@@ -176,12 +183,14 @@ async def update_workflow(pool: Pool, public_id: str, change: object) -> Workflo
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             f"SELECT {_WORKFLOW_COLUMNS}, last_field_id FROM workflows WHERE public_id = $1"
-            " FOR UPDATE",
+            f" AND {_LIVE} FOR UPDATE",
             public_id,
         )
         if row is None:
             return None
         current = _workflow(row)
+        if made_from is not None and current.version not in made_from:
+            raise PreconditionFailed(current.version)
         revision = revise(current.definition, row["last_field_id"], change)
         if not revision.changed:
             return current
@@ -208,25 +217,104 @@ async def _has_tasks(conn: Connection, workflow_id: int) -> bool:
     return found
 
 
-#: Seconds deleting a workflow may take: its time grows with its tasks and results (9 s for
-#: 200,000 tasks with 500,000 results), so it cannot keep to INGEST_DATABASE_TIMEOUT.
+#: Tasks one batch of a workflow's delete removes (with their results): tens of milliseconds.
+DELETE_BATCH_TASKS = 2000
+#: Seconds the last step of a delete may take: its row's cascade reads every request result once
+#: (results are found by task, not by workflow), so it cannot keep to INGEST_DATABASE_TIMEOUT.
 DELETE_WORKFLOW_TIMEOUT = 600.0
+#: Seconds from the mark to the last step of a delete: every edge and worker hears of a change
+#: within a second (`ingest.notices`), and forgets the workflow.
+DELETE_AFTER_MARK = 1.0
 
 
 async def delete_workflow(pool: Pool, public_id: str) -> bool:
-    """Remove a workflow with its tasks, results, sources and tokens (their foreign keys
-    cascade), in one transaction, and announce it; False when no workflow has this id. Writes to
-    other workflows go on meanwhile; its own wait for its row, and then find it gone.
+    """Remove a workflow with its tasks, results, sources and tokens; False when no workflow has
+    this id (or it is being deleted).
+
+    First, in one short transaction, the workflow is marked deleted, its tokens and sources go
+    and the change is announced: from then on every read passes it by (the worker answers its
+    queued requests 404, taking no lock on its tasks). Then `finish_deleting` removes its tasks
+    in short batches, so no transaction holds many rows: writes of other workflows, which share
+    worker batches with this one's, never wait for more than a batch. Should this be cut short,
+    the workflow stays marked, and the next purge (`finish_deleted_workflows`) completes it.
     """
     async with pool.acquire() as conn, conn.transaction():
-        deleted = await conn.fetchval(
-            "DELETE FROM workflows WHERE public_id = $1 RETURNING id",
+        workflow_id: int | None = await conn.fetchval(
+            f"UPDATE workflows SET deleted_at = now() WHERE public_id = $1 AND {_LIVE}"
+            " RETURNING id",
             public_id,
+        )
+        if workflow_id is None:
+            return False
+        await conn.execute("DELETE FROM workflow_tokens WHERE workflow_id = $1", workflow_id)
+        await conn.execute("DELETE FROM sources WHERE workflow_id = $1", workflow_id)
+        await notices.announce(conn, "workflow", workflow_id)
+    await finish_deleting(pool, workflow_id)
+    return True
+
+
+async def finish_deleted_workflows(pool: Pool) -> int:
+    """Complete the deletes of workflows marked deleted whose delete was cut short (its process
+    died, its client went away); how many were completed."""
+    marked = await pool.fetch("SELECT id FROM workflows WHERE deleted_at IS NOT NULL ORDER BY id")
+    for row in marked:
+        await finish_deleting(pool, row["id"])
+    return len(marked)
+
+
+async def finish_deleting(pool: Pool, workflow_id: int, batch: int = DELETE_BATCH_TASKS) -> None:
+    """Remove a marked workflow's tasks with their results, batch by batch, then its row (which
+    takes what is left: results of no task, rejections, its rate bucket). Two processes finishing
+    one workflow take turns batch by batch. Tasks go in the order of their Unique ID values (a
+    walk through the index); one a worker that read the workflow before the mark holds locked
+    (never waited for, lest they deadlock) or adds behind the walk goes with the row."""
+    after = ""
+    while (last := await _delete_tasks_after(pool, workflow_id, after, batch)) is not None:
+        after = last
+    await _outlive_caches(pool, workflow_id)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "DELETE FROM workflows WHERE id = $1 AND deleted_at IS NOT NULL",
+            workflow_id,
             timeout=DELETE_WORKFLOW_TIMEOUT,
         )
-        if deleted is not None:
-            await notices.announce(conn, "workflow", deleted)
-    return deleted is not None
+
+
+async def _outlive_caches(pool: Pool, workflow_id: int) -> None:
+    """Wait until the workflow was marked `DELETE_AFTER_MARK` seconds ago. The last step holds
+    its row for a scan of every result; a worker still writing to it (it has not heard the
+    notice yet) would wait for that scan, and the writes of other workflows in its batch too."""
+    wait = await pool.fetchval(
+        "SELECT $2 - extract(epoch FROM now() - deleted_at)::float8 FROM workflows WHERE id = $1",
+        workflow_id,
+        DELETE_AFTER_MARK,
+    )
+    if wait is not None and wait > 0:
+        await asyncio.sleep(min(wait, DELETE_AFTER_MARK))
+
+
+async def _delete_tasks_after(pool: Pool, workflow_id: int, after: str, batch: int) -> str | None:
+    """Delete the next `batch` tasks of a marked workflow (Unique ID values after `after`) with
+    their results, in one transaction; the last value deleted, or None once a batch is short."""
+    async with pool.acquire() as conn, conn.transaction():
+        # The workflow's row, locked against other finishers (never against writers' foreign
+        # keys): each batch then sees what the one before it deleted.
+        if not await conn.fetchval(
+            f"SELECT true FROM workflows WHERE id = $1 AND NOT {_LIVE} FOR NO KEY UPDATE",
+            workflow_id,
+        ):
+            return None  # finished by another process
+        doomed = await conn.fetch(
+            "SELECT id, unique_key FROM tasks WHERE workflow_id = $1 AND unique_key > $2"
+            " ORDER BY unique_key LIMIT $3 FOR UPDATE SKIP LOCKED",
+            workflow_id,
+            after,
+            batch,
+        )
+        ids = [row["id"] for row in doomed]
+        await conn.execute("DELETE FROM request_results WHERE task_id = ANY($1::bigint[])", ids)
+        await conn.execute("DELETE FROM tasks WHERE id = ANY($1::bigint[])", ids)
+    return str(doomed[-1]["unique_key"]) if len(doomed) == batch else None
 
 
 async def instance_secret(pool: Pool, name: str) -> bytes:
@@ -370,7 +458,7 @@ async def update_source(pool: Pool, public_id: str, changes: dict[str, object]) 
         raw = {**source.definition.model_dump(mode="json"), **changes}
         named = workflow_named(raw)
         found = named and await conn.fetchrow(
-            f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE public_id = $1", named
+            f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE public_id = $1 AND {_LIVE}", named
         )
         workflow = _workflow(found) if found else None
         definition = SourceDefinition.parse(raw, workflow.definition if workflow else None)

@@ -1,6 +1,8 @@
 """Workflow changes and deletes (SPEC §8): `PATCH`/`DELETE /api/v1/admin/workflows/{id}` and
-`ingest workflow update|delete`, against the real Postgres and RabbitMQ. How a change is read is
-tests/unit/ingest/test_revisions.py; propagation to other processes is tests/test_propagation.py.
+`ingest workflow update|delete`, against the real Postgres and RabbitMQ: changes guarded by
+If-Match, deletes that hide a workflow at once and then remove it in short batches. How a
+change is read is tests/unit/ingest/test_revisions.py; propagation to other processes is
+tests/test_propagation.py.
 
 The `client` edge caches a token's workflow for INGEST_WORKFLOW_CACHE_TTL (2 s): what an edge
 shows after a change is awaited for up to 3 s.
@@ -11,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 import orjson
 
-from ingest import migrations, store
+from ingest import migrations, retention, store
 from ingest.workflows import WorkflowDefinition
 from tests.conftest import ROOT, SALES, SEED_REQUEST, run_cli, service_env, wait_until
 
@@ -121,6 +126,88 @@ async def test_malformed_unknown_and_unauthorised_changes_are_refused(client):
     status, body = await _patch(client, created["id"], {"fields": too_many})
     assert status == 422
     assert "at most 1000" in " ".join(body["problems"])
+
+
+# ------------------------------------------------------------------------ If-Match (lost updates)
+
+
+async def _patch_if(client: Any, workflow_id: str, change: Any, tag: str) -> tuple[int, Any]:
+    response = await client.patch(
+        f"{WORKFLOWS}/{workflow_id}", json=change, headers={**ADMIN, "If-Match": tag}
+    )
+    return response.status, await response.json()
+
+
+async def test_a_change_made_from_an_older_version_is_refused_with_412(client):
+    """Two admins read version 1; A adds a field; B's field list, built from version 1, would
+    remove it. With If-Match, B is refused and A's field stays."""
+    created = await _create(client)
+    read = await client.get(f"{WORKFLOWS}/{created['id']}", headers=ADMIN)
+    assert read.headers["ETag"] == '"1"'
+    fields_v1 = _fields(await read.json())
+
+    status, a = await _patch_if(
+        client, created["id"], {"fields": [*fields_v1, {"name": "Region", "type": "text"}]}, '"1"'
+    )
+    assert (status, a["version"]) == (200, 2)
+    status, b = await _patch_if(
+        client, created["id"], {"fields": [*fields_v1, {"name": "Owner", "type": "text"}]}, '"1"'
+    )
+    assert status == 412
+    assert b["error"] == "precondition_failed"
+    assert "at version 2 now" in b["message"]
+    shown = await client.get(f"{WORKFLOWS}/{created['id']}", headers=ADMIN)
+    assert shown.headers["ETag"] == '"2"'
+    assert [spec["name"] for spec in (await shown.json())["fields"]][-1] == "Region"
+    # Made again from version 2 (quoted or not), it applies; the answer carries the new ETag.
+    again = await client.patch(
+        f"{WORKFLOWS}/{created['id']}",
+        json={"fields": [*_fields(await shown.json()), {"name": "Owner", "type": "text"}]},
+        headers={**ADMIN, "If-Match": "2"},
+    )
+    assert (again.status, again.headers["ETag"]) == (200, '"3"')
+
+
+async def test_concurrent_changes_made_from_one_version_apply_once(client):
+    created = await _create(client)
+    answers = await asyncio.gather(
+        *(_patch_if(client, created["id"], {"name": f"Name {n}"}, '"1"') for n in range(10))
+    )
+    assert sorted(status for status, _ in answers) == [200] + [412] * 9
+
+
+async def test_if_match_is_read_as_rfc_9110_says(client):
+    created = await _create(client)
+    path, change = created["id"], {"stages": ["Lead"]}
+    assert (await _patch_if(client, path, change, '"7", "1"'))[0] == 200  # any of a list
+    assert (await _patch_if(client, path, {"stages": ["Won"]}, "*"))[0] == 200  # any version
+    version = 3
+    # A weak tag never matches (preconditions compare strongly); nor does a tag no version has.
+    for tag in (f'W/"{version}"', '"abc"', '""', "9" * 5000, f'"{version}.0"'):
+        status, body = await _patch_if(client, path, {"name": "Never"}, tag)
+        assert (status, body["error"]) == (412, "precondition_failed"), tag
+    for malformed in ("abc", '"3', "3,,", " ", '"3" "4"'):
+        status, body = await _patch_if(client, path, {"name": "Never"}, malformed)
+        assert (status, body["error"]) == (400, "invalid_header"), malformed
+        assert "If-Match" in body["message"]
+    # An unknown workflow is 404, whatever If-Match says; nothing above changed the name.
+    assert (await _patch_if(client, "nope", {"name": "x"}, '"1"'))[0] == 404
+    shown = await (await client.get(f"{WORKFLOWS}/{path}", headers=ADMIN)).json()
+    assert (shown["version"], shown["name"]) == (version, SALES["name"])
+
+
+async def test_the_document_describes_if_match_etag_and_412(client):
+    document = await (await client.get("/api/v1/openapi.json")).json()
+    operations = document["paths"]["/api/v1/admin/workflows/{workflow_id}"]
+    parameters = [
+        document["components"]["parameters"][p["$ref"].rsplit("/", 1)[1]]
+        for p in operations["patch"]["parameters"]
+        if "$ref" in p
+    ]
+    assert any(p["name"] == "If-Match" and p["in"] == "header" for p in parameters)
+    assert "412" in operations["patch"]["responses"]
+    for method in ("get", "patch"):
+        assert "ETag" in operations[method]["responses"]["200"]["headers"]
 
 
 # -------------------------------------------------------------------------------- existing tasks
@@ -352,6 +439,147 @@ async def test_requests_of_a_deleted_workflow_in_the_queue_do_not_stop_the_worke
     assert response.status == 201
 
 
+async def _fill(pool: Any, public_id: str, count: int) -> int:
+    """Give the workflow `count` tasks (Unique IDs 00000, 00001, …) with a result each, and a
+    result of no task; its id."""
+    workflow_id: int = await pool.fetchval(
+        "SELECT id FROM workflows WHERE public_id = $1", public_id
+    )
+    await pool.execute(
+        "INSERT INTO tasks (workflow_id, public_id, unique_key, stage, fields)"
+        " SELECT $1, $2 || n, lpad(n::text, 5, '0'), 'Done', jsonb_build_object('1', n::text)"
+        " FROM generate_series(0, $3 - 1) AS n",
+        workflow_id,
+        public_id,
+        count,
+    )
+    await pool.execute(
+        "INSERT INTO request_results (request_id, workflow_id, http_status, outcome, task_id,"
+        " body, received_at) SELECT gen_random_uuid(), $1, 201, 'created', id, '{}', now()"
+        " FROM tasks WHERE workflow_id = $1"
+        " UNION ALL SELECT gen_random_uuid(), $1, 422, 'invalid', NULL, '{}'::json, now()",
+        workflow_id,
+    )
+    return workflow_id
+
+
+@asynccontextmanager
+async def _task_held(settings: Any, pool: Any, workflow_id: int, key: str) -> AsyncIterator[None]:
+    """Hold one task of the workflow locked, as a long transaction of another client would: a
+    delete reaching it waits (`_lock_awaited` tells when)."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT 1 FROM tasks WHERE workflow_id = $1 AND unique_key = $2 FOR UPDATE",
+                workflow_id,
+                key,
+            )
+            yield
+    finally:
+        await conn.close()
+
+
+async def _lock_awaited(pool: Any) -> bool:
+    return bool(
+        await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    )
+
+
+async def _left_of(pool: Any, workflow_id: int) -> dict[str, int]:
+    return {
+        table: await pool.fetchval(f"SELECT count(*) FROM {table} WHERE {column} = $1", workflow_id)
+        for table, column in (
+            ("workflows", "id"),
+            ("tasks", "workflow_id"),
+            ("request_results", "workflow_id"),
+        )
+    }
+
+
+async def test_writes_of_other_workflows_go_on_while_a_large_workflow_is_deleted(
+    client, stopped_worker, pool, settings
+):
+    """A delete stuck (here on a task another transaction holds) in the middle of a workflow of
+    20,000 tasks: the workflow is gone at once, a request of it still in the queue is answered
+    404 without waiting for its tasks, and a worker applies another workflow's writes in the
+    same moment, each in well under a second. (One long DELETE held every task it had reached,
+    and the worker waited for it with the other workflow's writes in hand.)"""
+    doomed, other = await _create(client), await _create(client)
+    workflow_id = await _fill(pool, doomed["id"], 20_000)
+    tasks = f"/api/v1/workflows/{doomed['token']}/tasks"
+    queued = await client.post(
+        tasks, json={"Company ID": "00001", "Stage": "Done"}, headers={"Prefer": "respond-async"}
+    )
+    assert queued.status == 202
+
+    async with _task_held(settings, pool, workflow_id, "19999"):
+        deleting = asyncio.create_task(client.delete(f"{WORKFLOWS}/{doomed['id']}", headers=ADMIN))
+        await wait_until(lambda: _lock_awaited(pool), 10)
+        assert (await client.get(f"{WORKFLOWS}/{doomed['id']}", headers=ADMIN)).status == 404
+        await stopped_worker.start()
+        others = f"/api/v1/workflows/{other['token']}/tasks"
+        for n in range(5):
+            started = time.monotonic()
+            written = await client.post(others, json={**SEED_REQUEST, "Company ID": str(n)})
+            assert written.status == 201, await written.text()
+            assert time.monotonic() - started < 1.0
+        await stopped_worker.drain()  # the deleted workflow's request is answered too
+        assert not deleting.done()
+
+    assert (await deleting).status == 204
+    assert await _left_of(pool, workflow_id) == {
+        "workflows": 0,
+        "tasks": 0,
+        "request_results": 0,
+    }
+    assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 0
+
+
+async def test_a_delete_cut_short_is_hidden_at_once_and_finished_by_the_purge(
+    client, pool, settings
+):
+    created = await _create(client)
+    token_path = f"/api/v1/workflows/{created['token']}/tasks"
+    assert (await client.get(token_path)).status == 200  # the edge has the token cached
+    workflow_id = await _fill(pool, created["id"], 5000)
+    async with _task_held(settings, pool, workflow_id, "04999"):
+        deleting = asyncio.create_task(store.delete_workflow(pool, created["id"]))
+        await wait_until(lambda: _lock_awaited(pool), 10)
+        deleting.cancel()  # as when its process dies mid-way
+        await asyncio.gather(deleting, return_exceptions=True)
+    left = await _left_of(pool, workflow_id)
+    assert left["workflows"] == 1  # marked, and half deleted
+    assert 0 < left["tasks"] < 5000
+
+    # Nothing of it is visible: not to the admin API, the CLI's reads, nor its token.
+    path = f"{WORKFLOWS}/{created['id']}"
+    assert (await client.get(path, headers=ADMIN)).status == 404
+    assert (await _patch(client, created["id"], {"name": "Back"}))[0] == 404
+    assert (await client.delete(path, headers=ADMIN)).status == 404
+    listed = await (await client.get(WORKFLOWS, headers=ADMIN)).json()
+    assert created["id"] not in [w["id"] for w in listed]
+    assert await store.workflow_by_id(pool, workflow_id) is None
+    assert await store.workflow_by_token(pool, created["token"]) is None
+
+    async def token_refused() -> bool:
+        return (await client.get(token_path)).status == 404
+
+    await wait_until(token_refused, 3)
+
+    # Two purges at once (two workers) take turns, and finish it.
+    kept = retention.Retention.from_settings(settings)
+    await asyncio.gather(retention.purge(pool, kept), retention.purge(pool, kept))
+    assert await _left_of(pool, workflow_id) == {
+        "workflows": 0,
+        "tasks": 0,
+        "request_results": 0,
+    }
+
+
 # --------------------------------------------------------------------------------------------- CLI
 
 
@@ -397,6 +625,23 @@ def test_cli_updates_and_deletes_a_workflow(settings, tmp_path):
     assert "no workflow has the id" in again.stderr
     missing = _cli(settings, "workflow", "update", created["id"], str(change))
     assert missing.returncode == 1
+
+
+def test_cli_updates_only_the_version_named_by_if_version(settings, tmp_path):
+    definition = tmp_path / "sales.json"
+    definition.write_bytes(orjson.dumps(SALES))
+    created = orjson.loads(run_cli(settings, "workflow", "create", str(definition)))
+    change = tmp_path / "change.yaml"
+    change.write_text("stages: [Lead, Won]\n")
+    update = ("workflow", "update", created["id"], str(change))
+    updated = orjson.loads(run_cli(settings, *update, "--if-version", "1"))
+    assert updated["version"] == 2
+    change.write_text("stages: [Lead]\n")
+    stale = _cli(settings, *update, "--if-version", "1")
+    assert stale.returncode == 1
+    assert "at version 2 now" in stale.stderr
+    assert "--if-version 2" in stale.stderr
+    assert orjson.loads(run_cli(settings, *update, "--if-version", "2"))["version"] == 3
 
 
 # ------------------------------------------------------------------------------------- migration

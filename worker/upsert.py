@@ -315,8 +315,11 @@ class BatchApplier:
 
 
 async def _present_workflows(conn: Connection, workflow_ids: set[int]) -> set[int]:
+    """Those of these workflows that exist; one being deleted does not (`store.delete_workflow`):
+    a result stored for it would wait on its delete's last step."""
     rows = await conn.fetch(
-        "SELECT id FROM workflows WHERE id = ANY($1::bigint[])", list(workflow_ids)
+        "SELECT id FROM workflows WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL",
+        list(workflow_ids),
     )
     return {row["id"] for row in rows}
 

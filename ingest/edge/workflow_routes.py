@@ -8,8 +8,23 @@ from ingest.edge import openapi_examples as examples
 from ingest.edge.documents import DefinitionProblems
 from ingest.edge.middleware import status_of
 from ingest.edge.openapi_shared import ADMIN_ANSWERS, BODY_ANSWERS, NOT_AN_OBJECT, WORKFLOW_ID
-from ingest.edge.openapi_terms import Answer, Operation, RequestBody, Route, failure
-from ingest.errors import Conflict, DefinitionError, MalformedBody, NotFound
+from ingest.edge.openapi_terms import (
+    Answer,
+    Header,
+    Operation,
+    Parameter,
+    RequestBody,
+    Route,
+    failure,
+)
+from ingest.errors import (
+    Conflict,
+    DefinitionError,
+    InvalidHeader,
+    MalformedBody,
+    NotFound,
+    PreconditionFailed,
+)
 from ingest.revisions import WorkflowChange
 from ingest.workflows import CreatedWorkflow, WorkflowDefinition, WorkflowExample, WorkflowSummary
 
@@ -17,6 +32,22 @@ WORKFLOWS = "/api/v1/admin/workflows"
 WORKFLOW = "/api/v1/admin/workflows/{workflow_id}"
 
 NO_SUCH_WORKFLOW = failure("No workflow has this id", NotFound)
+_ETAG = Header(
+    "WorkflowETag",
+    'The workflow\'s version, as an entity tag (`"3"`): what `If-Match` names to change it.',
+    {"type": "string", "pattern": '^"[0-9]+"$'},
+)
+_IF_MATCH = Parameter(
+    "IfMatch",
+    "If-Match",
+    "header",
+    'The version the change was made from, as `ETag` gave it (`"3"`; unquoted, `3`, is '
+    "taken too; several, comma-separated, accept any of them; `*` any version). When the "
+    "workflow is at another version by now, nothing changes and the answer is 412: two admins "
+    "editing one version cannot undo each other's changes. Without it, the last change wins.",
+    {"type": "string"},
+    {"example": '"3"'},
+)
 _INVALID_DEFINITION = Answer(
     status_of(DefinitionError)[0],
     "The definition is invalid; `problems` lists every problem.",
@@ -82,7 +113,13 @@ WORKFLOW_ROUTES = (
             "Get a workflow",
             "One workflow by its public id.",
             (
-                Answer(200, "The workflow.", WorkflowSummary, example=examples.workflow_summary),
+                Answer(
+                    200,
+                    "The workflow.",
+                    WorkflowSummary,
+                    {"ETag": _ETAG},
+                    example=examples.workflow_summary,
+                ),
                 NO_SUCH_WORKFLOW,
                 *ADMIN_ANSWERS,
             ),
@@ -130,9 +167,12 @@ WORKFLOW_ROUTES = (
                     200,
                     "The workflow as it now is (as `GET` shows it).",
                     WorkflowSummary,
+                    {"ETag": _ETAG},
                     example=examples.workflow_summary,
                 ),
-                failure(NOT_AN_OBJECT, MalformedBody),
+                failure(
+                    f"{NOT_AN_OBJECT}; or `If-Match` is malformed", MalformedBody, InvalidHeader
+                ),
                 *BODY_ANSWERS,
                 _INVALID_DEFINITION,
                 failure(
@@ -140,10 +180,15 @@ WORKFLOW_ROUTES = (
                     "workflow has tasks, keyed by it; the message says why",
                     Conflict,
                 ),
+                failure(
+                    "`If-Match` names another version than the one the workflow is at: it was "
+                    "changed since (the message names its version); nothing was changed",
+                    PreconditionFailed,
+                ),
                 NO_SUCH_WORKFLOW,
                 *ADMIN_ANSWERS,
             ),
-            (WORKFLOW_ID,),
+            (WORKFLOW_ID, _IF_MATCH),
             RequestBody(WorkflowChange),
             admin=True,
         ),
@@ -156,11 +201,18 @@ WORKFLOW_ROUTES = (
             "deleteWorkflow",
             "admin",
             "Delete a workflow",
-            "Removes the workflow with its tasks, request results, sources and tokens, in one "
-            "transaction (its time grows with its tasks). Every edge and worker forgets it "
-            "within a second: its tokens and sources answer 404, and requests it still had in "
-            "the queue end as 404 (no workflow).",
-            (Answer(204, "The workflow was deleted."), NO_SUCH_WORKFLOW, *ADMIN_ANSWERS),
+            "Removes the workflow with its tasks, request results, sources and tokens. At once "
+            "(one short transaction) the workflow is gone from every read: within a second "
+            "every edge and worker forgets it, its tokens and sources answer 404, requests it "
+            "still had in the queue end as 404 (no workflow), and this API answers 404 for it. "
+            "Then its tasks are deleted in short batches (writes to other workflows wait for one "
+            "batch at most), and the answer comes once all are gone (a second for up to 20,000 "
+            "tasks). Should the delete be cut short, a purge finishes it.",
+            (
+                Answer(204, "The workflow and all it held are deleted."),
+                NO_SUCH_WORKFLOW,
+                *ADMIN_ANSWERS,
+            ),
             (WORKFLOW_ID,),
             admin=True,
         ),

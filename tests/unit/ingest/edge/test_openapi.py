@@ -16,7 +16,7 @@ BASE = "http://127.0.0.1:8080"
 #: Every status a route may document (405 and unknown-path 404s come from the middleware and are
 #: described once, in `info.description`).
 KNOWN_STATUSES = {str(s) for s in (200, 201, 202, 204, 400, 401, 403, 404, 408, 413, 415, 422)}
-KNOWN_STATUSES |= {"409", "429", "500", "503"}
+KNOWN_STATUSES |= {"409", "412", "429", "500", "503"}
 
 
 def operations_of(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -72,8 +72,8 @@ def test_statuses_match_the_handlers() -> None:
         ("/api/v1/admin/workflows", "get"): "200 401 403 503",
         ("/api/v1/admin/workflows/{workflow_id}", "get"): "200 401 403 404 503",
         ("/api/v1/admin/workflows/{workflow_id}/example", "get"): "200 401 403 404 503",
-        ("/api/v1/admin/workflows/{workflow_id}", "patch"): "200 400 401 403 404 408 409 413 415 "
-        "422 503",
+        ("/api/v1/admin/workflows/{workflow_id}", "patch"): "200 400 401 403 404 408 409 412 413 "
+        "415 422 503",
         ("/api/v1/admin/workflows/{workflow_id}", "delete"): "204 401 403 404 503",
         ("/api/v1/admin/workflows/{workflow_id}/tokens", "post"): "201 401 403 404 503",
         ("/api/v1/admin/workflows/{workflow_id}/tokens", "get"): "200 401 403 404 503",

@@ -30,6 +30,7 @@ from ingest.errors import (
     MalformedBody,
     MappingFailed,
     NotFound,
+    PreconditionFailed,
     RateLimited,
     Unauthorized,
     Unavailable,
@@ -138,6 +139,7 @@ _ERRORS = [
     InvalidSignature("no secret matches"),
     MappingFailed("map['Title']", "length(a)", "length() takes string, not number"),
     Conflict("cannot in this state"),
+    PreconditionFailed(2),
 ]
 
 
