@@ -175,10 +175,11 @@ async def _take_turn(conn: Connection) -> None:
 # ---------------------------------------------------------------------------- request results
 
 #: One batch of results, oldest first from a position ($3, $4), older than $1 seconds: those of
-#: unkeyed requests go, and those of keyed requests once $2 seconds have passed since the end of
-#: the UTC day they arrived on. That is the clock their status URLs keep (a keyed id carries only
-#: its day, `ingest.edge.request_ids`), so a status URL says `pending` only while its result is
-#: kept, and 404 once it is gone, never `pending` for a purged result. The position moves past
+#: unkeyed requests go once $1 seconds have passed since the end of the second they arrived in,
+#: and those of keyed requests once $2 seconds have passed since the end of the UTC day they
+#: arrived on. That is the clock their status URLs keep (an id carries the second it was issued
+#: in, a keyed one only its day: `ingest.edge.request_ids`), so a status URL shows its result
+#: while it is kept and 404 once it is gone, never `pending` for a purged result. The position moves past
 #: the keyed results kept, so no batch reads them again (a short result retention can leave a day
 #: of them in the index range every batch walks).
 _RESULTS_BATCH = """
@@ -192,8 +193,11 @@ WITH batch AS (
 ), gone AS (
     DELETE FROM request_results AS r USING batch AS b
     WHERE r.request_id = b.request_id
-      AND (b.fingerprint IS NULL OR date_trunc('day', b.received_at, 'UTC') + interval '1 day'
-                                    < now() - make_interval(secs => $2))
+      AND CASE WHEN b.fingerprint IS NULL
+               THEN date_trunc('second', b.received_at) + interval '1 second'
+                    < now() - make_interval(secs => $1)
+               ELSE date_trunc('day', b.received_at, 'UTC') + interval '1 day'
+                    < now() - make_interval(secs => $2) END
     RETURNING 1
 ), last AS (
     SELECT completed_at, request_id FROM batch ORDER BY completed_at DESC, request_id DESC LIMIT 1
