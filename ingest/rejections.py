@@ -214,7 +214,8 @@ async def insert(conn: Pool | Connection, rows: Sequence[Row]) -> None:
     await conn.execute(
         "INSERT INTO rejections (at, route, workflow_id, source_id, status, error, message,"
         " headers, body, body_size, signed_headers, reached_worker, unrecorded_before)"
-        " SELECT r.at, r.route, (SELECT id FROM workflows WHERE public_id = r.workflow),"
+        " SELECT r.at, r.route,"
+        "  (SELECT id FROM workflows WHERE public_id = r.workflow AND deleted_at IS NULL),"
         "  (SELECT id FROM sources WHERE id = r.source), r.status, r.error, r.message,"
         "  r.headers::jsonb, r.body, r.body_size, r.signed::jsonb, r.reached, r.unrecorded"
         " FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::bigint[], $5::smallint[],"

@@ -269,7 +269,7 @@ async def insert_dead_results(conn: Connection, requests: Sequence[TaskRequest])
         " (request_id, workflow_id, http_status, outcome, body, received_at, fingerprint)"
         " SELECT r.id, r.wf, $3, $4, $5, to_timestamp(r.at), r.fp"
         " FROM unnest($1::uuid[], $2::bigint[], $6::float8[], $7::bytea[]) AS r(id, wf, at, fp)"
-        " WHERE EXISTS (SELECT 1 FROM workflows w WHERE w.id = r.wf)"
+        " WHERE EXISTS (SELECT 1 FROM workflows w WHERE w.id = r.wf AND w.deleted_at IS NULL)"
         " ON CONFLICT (request_id) DO NOTHING",
         [r.request_id for r in dead],
         [r.workflow_id for r in dead],
