@@ -6,6 +6,8 @@ values tasks hold under that field's id stay its own:
 
 - a field keeps the id of the current field it names by `renamed_from`, or by its `id` (as the
   admin API shows it), or else of the current field with its name;
+- a current field claimed by two fields (by any of these ways: a rename away and a new field of
+  the old name, an `id` and a name) is a problem, never settled by a silent choice;
 - any other field is new, and gets an id above every id the workflow ever used: values of a
   removed field stay in `tasks.fields` under its id, and must never show up as a new field's.
 
@@ -176,9 +178,8 @@ class _FieldMatch:
         self.problems: list[str] = []
         self._by_name = {spec.name: spec for spec in current.fields}
         self._by_id = {spec.id: spec for spec in current.fields}
-        #: Current field id → the name of the field in the change that keeps it.
-        self._kept_as: dict[int, str] = {}
-        self._named: set[int] = set()
+        #: Current field id → the field of the change that keeps it, and how it claims it.
+        self._kept_as: dict[int, tuple[str, str]] = {}
 
     def read(self, fields: object) -> object:
         """The field list as a definition holds it (ids given, `renamed_from` gone); anything
@@ -187,22 +188,7 @@ class _FieldMatch:
             return fields  # the definition's validation names what is wrong with it
         if len(fields) > MAX_FIELDS:  # so is this: the list is not matched field by field
             return [_without_rename(entry) for entry in fields]
-        self._named = self._named_explicitly(fields)
         return [self._entry(entry) for entry in fields]
-
-    def _named_explicitly(self, fields: list[Any]) -> set[int]:
-        """Ids of current fields some field names by `renamed_from` or `id`: a field renamed
-        away leaves its name free, so a field merely called so is a new one."""
-        named: set[int] = set()
-        for entry in fields:
-            if not isinstance(entry, dict):
-                continue
-            renamed_from, given_id = entry.get("renamed_from"), entry.get("id")
-            if isinstance(renamed_from, str) and renamed_from in self._by_name:
-                named.add(self._by_name[renamed_from].id)
-            if _is_id(given_id) and given_id in self._by_id:
-                named.add(given_id)
-        return named
 
     def _entry(self, entry: object) -> object:
         if not isinstance(entry, dict):
@@ -212,24 +198,33 @@ class _FieldMatch:
         name, given_id = entry.get("name"), entry.get("id", 0)
         if not isinstance(name, str) or len(name) > MAX_NAME_CHARS or not _is_id(given_id):
             return entry  # the definition's validation names what is wrong with it
-        kept = self._kept(name, renamed_from, given_id)
+        kept, how = self._kept(name, renamed_from, given_id)
         if kept is None:
             self.last_id += 1
             entry["id"] = self.last_id
             return entry
         entry["id"] = kept.id
-        if (claimant := self._kept_as.setdefault(kept.id, name)) != name:
-            self.problems.append(
-                f"fields {claimant!r} and {name!r} both stand for the current field "
-                f"{kept.name!r}: a field is kept (or renamed) once"
-            )
+        self._claim(kept, name, how)
         self._check_type(kept, name, entry.get("type"))
         return entry
 
-    def _kept(self, name: str, renamed_from: object, given_id: int) -> FieldSpec | None:
-        """The current field this one keeps (None: it is new)."""
+    def _claim(self, kept: FieldSpec, name: str, how: str) -> None:
+        """Note that field `name` keeps `kept`; a current field is kept once. (Two fields of one
+        name are left for the definition's validation to name: "used more than once".)"""
+        claimant, claimed_how = self._kept_as.setdefault(kept.id, (name, how))
+        if claimant == name:
+            return
+        self.problems.append(
+            f"fields {claimant!r} ({claimed_how}) and {name!r} ({how}) both stand for the "
+            f"current field {kept.name!r}: a current field is kept by one field at most. To "
+            "give a current field's name to a new field, rename or remove that field in one "
+            "change and add the new one in the next"
+        )
+
+    def _kept(self, name: str, renamed_from: object, given_id: int) -> tuple[FieldSpec | None, str]:
+        """The current field this one keeps (None: it is new), and how it names it."""
         if renamed_from is not None:
-            return self._renamed(name, renamed_from, given_id)
+            return self._renamed(name, renamed_from, given_id), "by 'renamed_from'"
         if given_id:
             kept = self._by_id.get(given_id)
             if kept is None:
@@ -237,9 +232,8 @@ class _FieldMatch:
                     f"field {name!r} has id {given_id}, which no current field of this workflow "
                     "has: leave 'id' out of a new field (ids are given by the service)"
                 )
-            return kept
-        kept = self._by_name.get(name)
-        return None if kept is None or kept.id in self._named else kept
+            return kept, f"by its id {given_id}"
+        return self._by_name.get(name), "by its name"
 
     def _renamed(self, name: str, renamed_from: object, given_id: int) -> FieldSpec | None:
         if not isinstance(renamed_from, str):

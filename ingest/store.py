@@ -174,11 +174,11 @@ async def update_workflow(
     apply (without it, the last change wins).
 
     The workflow's row stays locked until the new version commits, so concurrent changes apply
-    one after the other, each to the version before it; new tasks wait meanwhile (their foreign
-    key shares the row), so none is committed between the check that a workflow to be keyed anew
-    has no tasks and the change. (A worker that read the old version before the change may still
-    add its first tasks keyed the old way right after it; the README says to set the Unique ID
-    before tasks arrive.) A change that changes nothing keeps the version as it is.
+    one after the other, each to the version before it; worker batches wait meanwhile (they hold
+    their workflows' rows `FOR KEY SHARE` before validating: worker.upsert), so none is committed
+    between the check that a workflow to be keyed anew has no tasks and the change, and none
+    validated under the old version commits after it. A change that changes nothing keeps the
+    version as it is.
     """
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
@@ -402,21 +402,39 @@ def _source(row: asyncpg.Record) -> Source:
 async def create_source(pool: Pool, raw: object) -> Source:
     """Validate a new source definition against the workflow it names, and store it.
 
-    DefinitionError lists every problem, a workflow that does not exist among them.
+    DefinitionError lists every problem, a workflow that does not exist (or is being deleted)
+    among them.
     """
-    named = workflow_named(raw)
-    workflow = await workflow_by_public_id(pool, named) if named else None
-    definition = SourceDefinition.parse(raw, workflow.definition if workflow else None)
-    assert workflow is not None  # parse refuses a definition naming no workflow
-    row = await pool.fetchrow(
-        "INSERT INTO sources (public_id, workflow_id, definition)"
-        f" VALUES ($1, $2, $3) RETURNING {_SOURCE_COLUMNS}",
-        new_source_id(),
-        workflow.id,
-        definition.model_dump_json(),
-    )
+    async with pool.acquire() as conn, conn.transaction():
+        workflow = await _source_workflow(conn, workflow_named(raw))
+        definition = SourceDefinition.parse(raw, workflow.definition if workflow else None)
+        assert workflow is not None  # parse refuses a definition naming no workflow
+        row = await conn.fetchrow(
+            "INSERT INTO sources (public_id, workflow_id, definition)"
+            f" VALUES ($1, $2, $3) RETURNING {_SOURCE_COLUMNS}",
+            new_source_id(),
+            workflow.id,
+            definition.model_dump_json(),
+        )
     assert row is not None
     return _source(row)
+
+
+async def _source_workflow(
+    conn: Connection, public_id: str | None, belongs_to: int | None = None
+) -> Workflow | None:
+    """The live workflow a source names, its row held `FOR SHARE` until the transaction ends
+    unless the source already belongs to it (`belongs_to`). A delete's mark then waits, and
+    removes the source with the workflow's others, or came first and the workflow is not found
+    (the foreign key's lock, `FOR KEY SHARE`, lets a mark by). A source staying with its workflow
+    is held by its own row, which the mark waits on to remove it; holding both would deadlock."""
+    if public_id is None:
+        return None
+    query = f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE public_id = $1 AND {_LIVE}"
+    row = await conn.fetchrow(query + ("" if belongs_to else " FOR SHARE"), public_id)
+    if row is not None and belongs_to and row["id"] != belongs_to:
+        row = await conn.fetchrow(query + " FOR SHARE", public_id)
+    return _workflow(row) if row else None
 
 
 async def list_sources(pool: Pool) -> list[Source]:
@@ -456,11 +474,7 @@ async def update_source(pool: Pool, public_id: str, changes: dict[str, object]) 
             return None
         source = _source(row)
         raw = {**source.definition.model_dump(mode="json"), **changes}
-        named = workflow_named(raw)
-        found = named and await conn.fetchrow(
-            f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE public_id = $1 AND {_LIVE}", named
-        )
-        workflow = _workflow(found) if found else None
+        workflow = await _source_workflow(conn, workflow_named(raw), source.workflow_id)
         definition = SourceDefinition.parse(raw, workflow.definition if workflow else None)
         assert workflow is not None  # parse refuses a definition naming no workflow
         updated = await conn.fetchrow(

@@ -3,7 +3,9 @@
 The order of work inside the transaction:
 1. skip requests whose result is already stored (a redelivery has no second effect), except a
    `dead` result of a request an operator replays;
-2. validate every payload with its workflow's compiled model;
+2. hold the rows of the batch's workflows and validate every payload with its workflow's
+   compiled model at the version read (`_hold_workflows`): no request is keyed the way a
+   committed change replaced;
 3. lock the existing tasks the batch names (`FOR UPDATE`, in id order);
 4. replay the requests in arrival order against an in-memory copy of those tasks, so several
    requests for one Unique ID inside a batch merge in order, each with its own outcome and body;
@@ -18,9 +20,9 @@ deadlock asyncpg's own error; the caller runs the batch again in a new transacti
 
 A request whose workflow is not in the database (or not at the version it was sent for) is
 permanently unanswerable: it gets a final 404 (`ingest.results.unknown_workflow`), stored when the
-workflow's row exists (a result references its workflow), and only replied otherwise. A workflow
-deleted after this process cached it shows as a foreign key violation: the cache is dropped and
-the batch runs again.
+workflow's row exists and is not being deleted (a result references its workflow), and only
+replied otherwise. Should a workflow's row vanish under a batch all the same (a foreign key
+violation), the cache is dropped and the batch runs again.
 """
 
 from __future__ import annotations
@@ -76,9 +78,10 @@ class UnknownWorkflow(IngestError):
 
 
 class WorkflowCache:
-    """Workflows by id, refreshed when a request names a newer version than the cached one, or
-    dropped when a change notice names them (`ingest.notices`, heard by the consumer). A read that
-    began before a drop is used but not kept: it may hold what the change replaced."""
+    """Workflows by id, refreshed when a request (or the workflow's row, as the batch holds it)
+    names a newer version than the cached one, or dropped when a change notice names them
+    (`ingest.notices`, heard by the consumer). A read that began before a drop is used but not
+    kept: it may hold what the change replaced."""
 
     def __init__(self) -> None:
         self._by_id: dict[int, Workflow] = {}
@@ -180,6 +183,7 @@ class BatchApplier:
         judged by their verdicts; stored, with the dead letters the verdicts call for."""
         made: dict[uuid.UUID, Result] = {}
         unstorable: dict[uuid.UUID, Result] = {}
+        held = await _hold_workflows(conn, {request.workflow_id for _, request in fresh})
         by_workflow: dict[int, list[TaskRequest]] = defaultdict(list)
         judged: list[tuple[TaskRequest, Verdict]] = []
         for index, request in fresh:
@@ -188,17 +192,14 @@ class BatchApplier:
                 by_workflow[request.workflow_id].append(request)
             else:
                 judged.append((request, verdict))
-        if judged:
-            # A verdict's result references its workflow, which may be gone by now: then it is
-            # only answered, as any request of a workflow the database does not have.
-            present = await _present_workflows(conn, {r.workflow_id for r, _ in judged})
-            for request, verdict in judged:
-                stored = request.workflow_id in present
-                (made if stored else unstorable)[request.id] = verdict.result
-                if verdict.dead_reason is not None:
-                    await deadletters.record_request(conn, request, verdict.dead_reason)
+        # A verdict's result references its workflow, which may be gone by now: then it is only
+        # answered, as any request of a workflow the database does not have.
+        for request, verdict in judged:
+            (made if request.workflow_id in held else unstorable)[request.id] = verdict.result
+            if verdict.dead_reason is not None:
+                await deadletters.record_request(conn, request, verdict.dead_reason)
         for workflow_id, group in by_workflow.items():
-            applied = await self._apply_group(conn, workflow_id, group)
+            applied = await self._apply_group(conn, workflow_id, group, held.get(workflow_id))
             (made if applied.storable else unstorable).update(applied.results)
         if made:
             try:
@@ -208,12 +209,16 @@ class BatchApplier:
         return made | unstorable
 
     async def _apply_group(
-        self, conn: Connection, workflow_id: int, requests: list[TaskRequest]
+        self, conn: Connection, workflow_id: int, requests: list[TaskRequest], held: int | None
     ) -> _Applied:
-        """The results of one workflow's requests. A request for a workflow, or a version of it,
-        that the database does not have gets a final 404, stored only when the workflow's row
-        exists (a result references it)."""
-        version = max(r.workflow_version for r in requests)
+        """The results of one workflow's requests, under the version `held` (read as the batch
+        locked its row; None: there is no such workflow, or it is being deleted). A request for a
+        workflow, or a version of it, that the database does not have gets a final 404, stored
+        only when the workflow's row exists (a result references it)."""
+        if held is None:
+            self._workflows.forget(workflow_id)
+            return _Applied({r.id: unknown_workflow(r) for r in requests}, storable=False)
+        version = max(held, *(r.workflow_version for r in requests))
         try:
             workflow = await self._workflows.get(conn, workflow_id, version)
         except UnknownWorkflow as exc:
@@ -314,14 +319,22 @@ class BatchApplier:
         )
 
 
-async def _present_workflows(conn: Connection, workflow_ids: set[int]) -> set[int]:
-    """Those of these workflows that exist; one being deleted does not (`store.delete_workflow`):
-    a result stored for it would wait on its delete's last step."""
+async def _hold_workflows(conn: Connection, workflow_ids: set[int]) -> dict[int, int]:
+    """The versions of those of these workflows that exist, their rows held `FOR KEY SHARE` until
+    the batch commits. A change locks its workflow's row `FOR UPDATE`: it waits for the batch and
+    then sees its tasks (a change of the Unique ID is refused), or the batch waits for it and reads
+    the new version. Either way no batch is validated and keyed under a version a committed change
+    replaced. (The tasks' foreign key takes this lock too, but as they are written, after the
+    validation.) One being deleted (`store.delete_workflow`) is left out, unlocked: a result
+    stored for it would wait on its delete's last step."""
+    if not workflow_ids:
+        return {}
     rows = await conn.fetch(
-        "SELECT id FROM workflows WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL",
+        "SELECT id, version FROM workflows WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL"
+        " FOR KEY SHARE",
         list(workflow_ids),
     )
-    return {row["id"] for row in rows}
+    return {row["id"]: row["version"] for row in rows}
 
 
 @dataclass(frozen=True, slots=True)

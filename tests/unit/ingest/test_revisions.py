@@ -29,6 +29,11 @@ def fields_of(current: WorkflowDefinition = CURRENT) -> list[dict[str, Any]]:
     return [spec.model_dump(mode="json") for spec in current.fields]
 
 
+def without_ids() -> list[dict[str, Any]]:
+    """The current fields as a definition file lists them: matched by name."""
+    return [{k: v for k, v in spec.items() if k != "id"} for spec in fields_of()]
+
+
 def ids_by_name(revision: Revision) -> dict[str, int]:
     return {spec.name: spec.id for spec in revision.definition.fields}
 
@@ -110,12 +115,83 @@ def test_a_rename_keeps_the_id_and_the_unique_id_follows_it() -> None:
 
 def test_fields_can_trade_names_by_renames() -> None:
     fields = fields_of()
-    fields[1] = {"name": "Region", "type": "text", "renamed_from": "Company Name"}
-    fields.append({"name": "Company Name", "type": "text"})
+    fields[0] = {"name": "Company Name", "type": "text", "renamed_from": "Company ID"}
+    fields[1] = {"name": "Company ID", "type": "text", "renamed_from": "Company Name"}
     revision = revise(CURRENT, 0, {"fields": fields})
-    assert ids_by_name(revision)["Region"] == 2
-    # "Company Name" was renamed away: a field given that name now is a new one.
-    assert ids_by_name(revision)["Company Name"] == 7
+    assert ids_by_name(revision)["Company Name"] == 1
+    assert ids_by_name(revision)["Company ID"] == 2
+    assert revision.definition.unique_id == "Company Name"  # it follows its field
+    assert not revision.rekeys
+
+
+def test_fields_can_trade_names_by_ids() -> None:
+    fields = fields_of()
+    fields[0]["name"], fields[1]["name"] = "Company Name", "Company ID"
+    revision = revise(CURRENT, 0, {"fields": fields, "unique_id": "Company Name"})
+    assert (ids_by_name(revision)["Company Name"], ids_by_name(revision)["Company ID"]) == (1, 2)
+    assert not revision.rekeys
+
+
+#: The ways a field of a change can claim the current field "Company Name" (id 2), by the
+#: name it gets.
+CLAIMS: dict[str, Any] = {
+    "by its name": lambda name: {"name": "Company Name", "type": "text"},
+    "by 'renamed_from'": lambda name: {
+        "name": name,
+        "type": "text",
+        "renamed_from": "Company Name",
+    },
+    "by its id 2": lambda name: {"name": name, "type": "text", "id": 2},
+}
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(a, b) for a in CLAIMS for b in CLAIMS if (a, b) != ("by its name", "by its name")],
+)
+def test_a_current_field_claimed_twice_is_refused_naming_both_claims(
+    first: str, second: str
+) -> None:
+    others = [spec for spec in fields_of() if spec["name"] != "Company Name"]
+    fields = [*others, CLAIMS[first]("Z"), CLAIMS[second]("Y")]
+    problems = problems_of({"fields": fields})
+    first_name = "Company Name" if first == "by its name" else "Z"
+    second_name = "Company Name" if second == "by its name" else "Y"
+    assert (
+        f"fields {first_name!r} ({first}) and {second_name!r} ({second}) both stand for the "
+        "current field 'Company Name'"
+    ) in problems
+    assert "rename or remove that field in one change and add the new one in the next" in problems
+
+
+def test_a_rename_away_and_a_new_field_of_the_old_name_are_refused() -> None:
+    # Taken silently, the renamed field would take the values and the new one be empty: which
+    # the sender meant cannot be told.
+    fields = [*fields_of(), {"name": "Z", "type": "text", "renamed_from": "Company Name"}]
+    problems = problems_of({"fields": fields})
+    assert "'Company Name' (by its id 2) and 'Z' (by 'renamed_from') both stand for" in problems
+    fields = [*without_ids(), {"name": "Z", "type": "text", "renamed_from": "Company Name"}]
+    problems = problems_of({"fields": fields})
+    assert "'Company Name' (by its name) and 'Z' (by 'renamed_from') both stand for" in problems
+    # As the problem advises: renamed in one change, the name is free for a new field in the next.
+    renamed = revise(CURRENT, 0, {"fields": fields[:1] + fields[2:]})
+    added = [*fields_of(renamed.definition), {"name": "Company Name", "type": "text"}]
+    revision = revise(renamed.definition, renamed.last_field_id, {"fields": added})
+    assert (ids_by_name(revision)["Z"], ids_by_name(revision)["Company Name"]) == (2, 7)
+
+
+def test_an_id_given_to_another_field_than_the_one_of_its_name_is_refused() -> None:
+    # The Unique ID field would silently move to "X", and "Company ID" be a new, empty field.
+    fields = [*without_ids(), {"name": "X", "type": "text", "id": 1}]
+    problems = problems_of({"fields": fields})
+    assert "'Company ID' (by its name) and 'X' (by its id 1) both stand for the current" in problems
+
+
+def test_two_fields_of_one_name_are_named_once_as_a_repeated_name() -> None:
+    fields = [*fields_of(), {"name": "Company Name", "type": "text"}]
+    problems = problems_of({"fields": fields})
+    assert "'Company Name' is used more than once" in problems
+    assert "both stand for" not in problems
 
 
 def test_a_field_shown_with_its_id_may_be_renamed_by_it() -> None:
@@ -135,7 +211,7 @@ def test_matching_conflicts_are_all_listed() -> None:
         {"name": "Both", "type": "text", "renamed_from": "Company ID", "id": 2},
     ]
     problems = problems_of({"fields": fields, "stages": []})
-    assert "'Company Name' and 'Copy' both stand for the current field 'Company Name'" in problems
+    assert "'Company Name' (by its id 2) and 'Copy' (by 'renamed_from') both stand for" in problems
     assert "renamed from 'Nothing', which is no field of this workflow" in problems
     assert "has id 99, which no current field of this workflow has" in problems
     assert "field 'Odd': 'renamed_from' must be a current field's name" in problems
