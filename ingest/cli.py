@@ -15,7 +15,7 @@ import orjson
 import yaml
 from pydantic import ValidationError
 
-from ingest import deadletters, migrations, rejections, retention, store, tokens
+from ingest import deadletters, deletions, migrations, rejections, retention, store, tokens
 from ingest.broker import Topology, ensure_topology
 from ingest.errors import (
     ConfigError,
@@ -94,7 +94,7 @@ async def update_workflow(
 
 async def delete_workflow(settings: Settings, public_id: str) -> None:
     async with store.open_pool(settings, size=1) as pool:
-        if not await store.delete_workflow(pool, public_id):
+        if not await deletions.delete_workflow(pool, public_id):
             raise NotFound(f"no workflow has the id {public_id!r}")
 
 

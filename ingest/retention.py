@@ -22,8 +22,9 @@ import uuid
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
+from ingest.deletions import finish_deleted_workflows
 from ingest.settings import Settings
-from ingest.store import Connection, Pool, finish_deleted_workflows
+from ingest.store import Connection, Pool
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class Purged:
 
 async def purge(pool: Pool, retention: Retention, batch_rows: int = BATCH_ROWS) -> Purged:
     """Remove every row older than its retention, batch by batch; vacuum what lost many rows."""
-    await finish_deleted_workflows(pool)  # deletes cut short (`store.delete_workflow`)
+    await finish_deleted_workflows(pool)  # deletes cut short (`ingest.deletions`)
     purged = Purged(
         results=await _purge_results(pool, retention, batch_rows),
         dead_letters=await _purge_oldest(pool, _DEAD_LETTERS, retention.dead_letters, batch_rows),
@@ -179,9 +180,9 @@ async def _take_turn(conn: Connection) -> None:
 #: and those of keyed requests once $2 seconds have passed since the end of the UTC day they
 #: arrived on. That is the clock their status URLs keep (an id carries the second it was issued
 #: in, a keyed one only its day: `ingest.edge.request_ids`), so a status URL shows its result
-#: while it is kept and 404 once it is gone, never `pending` for a purged result. The position moves past
-#: the keyed results kept, so no batch reads them again (a short result retention can leave a day
-#: of them in the index range every batch walks).
+#: while it is kept and 404 once it is gone, never `pending` for a purged result. The position
+#: moves past the keyed results kept, so no batch reads them again (a short result retention can
+#: leave a day of them in the index range every batch walks).
 _RESULTS_BATCH = """
 WITH batch AS (
     SELECT request_id, completed_at, received_at, fingerprint FROM request_results

@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ingest import migrations, retention, store
+from ingest import deletions, migrations, retention, store
 from ingest.workflows import WorkflowDefinition
 from tests.conftest import ROOT, SALES, SEED_REQUEST, run_cli, service_env, wait_until
 
@@ -547,7 +547,7 @@ async def test_a_delete_cut_short_is_hidden_at_once_and_finished_by_the_purge(
     assert (await client.get(token_path)).status == 200  # the edge has the token cached
     workflow_id = await _fill(pool, created["id"], 5000)
     async with _task_held(settings, pool, workflow_id, "04999"):
-        deleting = asyncio.create_task(store.delete_workflow(pool, created["id"]))
+        deleting = asyncio.create_task(deletions.delete_workflow(pool, created["id"]))
         await wait_until(lambda: _lock_awaited(pool), 10)
         deleting.cancel()  # as when its process dies mid-way
         await asyncio.gather(deleting, return_exceptions=True)

@@ -137,7 +137,7 @@ async def test_a_source_made_or_moved_while_its_workflow_is_marked_deleted_is_re
     other, _ = await make_workflow()
     moved = await create_source(client, _source(other.public_id))
     async with pool.acquire() as conn, conn.transaction():
-        # The first step of a delete (store.delete_workflow), held open.
+        # The first step of a delete (ingest.deletions.delete_workflow), held open.
         await conn.execute("UPDATE workflows SET deleted_at = now() WHERE id = $1", doomed.id)
         await conn.execute("DELETE FROM sources WHERE workflow_id = $1", doomed.id)
         racing = [

@@ -325,7 +325,7 @@ async def _hold_workflows(conn: Connection, workflow_ids: set[int]) -> dict[int,
     then sees its tasks (a change of the Unique ID is refused), or the batch waits for it and reads
     the new version. Either way no batch is validated and keyed under a version a committed change
     replaced. (The tasks' foreign key takes this lock too, but as they are written, after the
-    validation.) One being deleted (`store.delete_workflow`) is left out, unlocked: a result
+    validation.) One being deleted (`ingest.deletions`) is left out, unlocked: a result
     stored for it would wait on its delete's last step."""
     if not workflow_ids:
         return {}

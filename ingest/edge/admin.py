@@ -7,7 +7,7 @@ import re
 
 from aiohttp import web
 
-from ingest import store
+from ingest import deletions, store
 from ingest.edge.bodies import accept_json_object, check_content_type, read_within_deadline
 from ingest.edge.keys import EDGE, SETTINGS
 from ingest.edge.paths import path_id
@@ -118,9 +118,9 @@ def _made_from(request: web.Request) -> frozenset[int] | None:
 
 
 async def delete_workflow(request: web.Request) -> web.Response:
-    """DELETE: a workflow with its tasks, results, sources and tokens (`store.delete_workflow`),
+    """DELETE: a workflow with its tasks, results, sources and tokens (`ingest.deletions`),
     answered once all are gone."""
     require_admin(request)
-    if not await store.delete_workflow(request.app[EDGE].pool, path_id(request, "workflow_id")):
+    if not await deletions.delete_workflow(request.app[EDGE].pool, path_id(request, "workflow_id")):
         raise NotFound(_NO_SUCH_WORKFLOW)
     return web.Response(status=204)
