@@ -8,7 +8,6 @@ Its public id is a secret of sorts: the source's URL is the only credential of s
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self, cast
 
@@ -24,6 +23,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
+from ingest import opaque
 from ingest.errors import DefinitionError, MalformedBody, MappingFailed
 from ingest.expressions import Expression, compile_expression, exact_json, is_true
 from ingest.fields import MAX_NAME_CHARS
@@ -188,7 +188,7 @@ def workflow_named(raw: object) -> str | None:
 
 def new_source_id() -> str:
     """A fresh public id: 256 random bits, URL-safe, like a workflow token (logs redact both)."""
-    return secrets.token_urlsafe(32)
+    return opaque.new_id(32)
 
 
 def source_url(base_url: str, public_id: str) -> str:

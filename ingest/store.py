@@ -22,6 +22,7 @@ from ingest.workflows import (
     WorkflowDefinition,
     hash_token,
     new_public_id,
+    new_token,
 )
 
 Pool = asyncpg.Pool
@@ -121,7 +122,7 @@ async def create_workflow(pool: Pool, definition: WorkflowDefinition) -> tuple[W
     `definition` comes from `WorkflowDefinition.parse`, which validated it as it is stored; the
     read-back still happens inside the transaction, so a failure there leaves nothing behind.
     """
-    token = tokens.new_token()
+    token = new_token()
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "INSERT INTO workflows (public_id, name, definition)"

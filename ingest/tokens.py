@@ -16,8 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ingest import notices
 from ingest.values import has_lone_surrogate
-from ingest.workflows import hash_token
-from ingest.workflows import new_token as random_token
+from ingest.workflows import hash_token, new_token
 
 #: How many leading characters of a token name it (in clear, unique within its workflow).
 PREFIX_CHARS = 8
@@ -59,15 +58,6 @@ class TokenSummary(BaseModel):
         ),
     ]
     created_at: datetime
-
-
-def new_token() -> str:
-    """A fresh token (256 random bits, URL-safe) that does not start with `-`, so its prefix
-    reads as an argument on a command line, never as an option."""
-    while True:
-        token = random_token()
-        if not token.startswith("-"):
-            return token
 
 
 def prefix_of(token: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import secrets
 import shlex
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Self, cast
@@ -25,6 +24,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
+from ingest import opaque
 from ingest.errors import DefinitionError
 from ingest.fields import (
     MAX_NAME_CHARS,
@@ -323,8 +323,9 @@ class CreatedWorkflow(WorkflowSummary, WorkflowExample):
 
 
 def new_token() -> str:
-    """A fresh workflow token: 256 random bits, URL-safe."""
-    return secrets.token_urlsafe(32)
+    """A fresh workflow token: 256 random bits, URL-safe, never starting with `-` (its prefix
+    names it on command lines)."""
+    return opaque.new_id(32)
 
 
 def hash_token(token: str) -> bytes:
@@ -332,7 +333,7 @@ def hash_token(token: str) -> bytes:
 
 
 def new_public_id() -> str:
-    return secrets.token_urlsafe(6)
+    return opaque.new_id(6)
 
 
 def import_url(base_url: str, token: str) -> str:

@@ -47,3 +47,9 @@ def test_a_last_character_differing_only_in_its_spare_bits_is_refused(size, spar
 def test_characters_outside_the_url_safe_alphabet_are_refused(text):
     assert len(text) == len(opaque.encode(bytes(5)))
     assert opaque.decode(text, 5) is None
+
+
+def test_new_ids_never_start_like_a_command_line_option():
+    assert not any(opaque.new_id(6).startswith("-") for _ in range(5000))
+    assert len(opaque.new_id(6)) == 8
+    assert len(opaque.new_id(32)) == 43
