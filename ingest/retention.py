@@ -82,6 +82,10 @@ class Purged:
     rejections: int = 0
     attempts: int = 0
 
+    def by_table(self) -> dict[str, int]:
+        """Rows removed, by the table they were removed from."""
+        return {table: getattr(self, counted) for counted, table in _PURGED_TABLES.items()}
+
     @property
     def total(self) -> int:
         return sum(getattr(self, f.name) for f in fields(self))

@@ -181,6 +181,13 @@ class WorkerHandle:
         self._task = asyncio.create_task(self._consumer.run())
         await asyncio.wait_for(self._consumer.consuming.wait(), 10)
 
+    @property
+    def metrics(self) -> Any:
+        """The running consumer's metrics (`worker.metrics.WorkerMetrics`)."""
+        if self._consumer is None:
+            raise RuntimeError("the worker is not running: start() it first")
+        return self._consumer.metrics
+
     async def drain(self, within: float = 10.0) -> None:
         """Return once the task queue has no ready message and the worker holds no delivery (every
         result it will write is committed); raise TimeoutError if that takes over `within`."""

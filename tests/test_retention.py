@@ -124,6 +124,10 @@ async def test_workers_purge_old_results_in_the_background_and_keep_keyed_ones(
     await wait_until(only_the_keyed_result_is_left, within=15)
     assert await _count(pool, "request_results", "fingerprint IS NOT NULL") == 1
     assert await _count(pool, "tasks") == 3  # results go, never the tasks they made
+    purged = worker.metrics.registry.get_sample_value(
+        "ingest_purged_rows_total", {"table": "request_results"}
+    )
+    assert purged == 2  # counted on the worker's /metrics
 
     unkeyed_status, keyed_status, delivery_status = [await client.get(url) for url in urls]
     assert (unkeyed_status.status, delivery_status.status) == (404, 404)

@@ -113,6 +113,7 @@ async def test_while_the_shared_bucket_cannot_answer_an_edge_takes_its_share_at_
         await transaction.rollback()
         assert statuses == [202] * 5 + [429] * 3  # half the burst: this edge's share of two
         assert slowest < LEASE_TIMEOUT + 0.5
+        assert await _local_share(client) == 1  # operators see it on /metrics
 
         async def shared_again() -> bool:
             await client.post(url, json=SEED_REQUEST, headers=ASYNC)
@@ -120,6 +121,17 @@ async def test_while_the_shared_bucket_cannot_answer_an_edge_takes_its_share_at_
 
         # Tried again a second later, the shared bucket takes over again.
         await wait_until(shared_again, within=5)
+        assert await _local_share(client) == 0
+
+
+async def _local_share(client) -> float:
+    text = await (await client.get("/metrics")).text()
+    [value] = [
+        line.split()[-1]
+        for line in text.splitlines()
+        if line.startswith("ingest_rate_limit_local_share ")
+    ]
+    return float(value)
 
 
 async def test_no_rate_limit_never_touches_the_shared_buckets(client, make_workflow, pool):

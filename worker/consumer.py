@@ -93,7 +93,7 @@ class Consumer:
                 self.consuming.is_set,
             ),
             BrokerLink(settings, name, self._attach, self._detach),
-            purging(settings, self._pool),
+            purging(settings, self._pool, self.metrics),
             ChangeListener(settings, "worker", self._heard, self._settler.workflows.clear),
         ):
             while not self._stopping.is_set():

@@ -77,6 +77,12 @@ class WorkerMetrics:
         self.consuming = Gauge(
             "ingest_worker_consuming", "1 while the consumer is attached to the queue.", registry=r
         )
+        self.purged = Counter(
+            "ingest_purged_rows_total",
+            "Rows this worker's background purge removed, by table (ingest.retention).",
+            ["table"],
+            registry=r,
+        )
         self.pool_size, self.pool_idle = pool_gauges(r)
         self.in_hand = InHand()
         # Read at each scrape, so the age grows while a batch is stuck (database down, retries).

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from ingest import retention
 from ingest.settings import Settings
 from ingest.store import Pool
+from worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +24,10 @@ _JITTER = (0.75, 1.25)
 
 
 @contextlib.asynccontextmanager
-async def purging(settings: Settings, pool: Pool) -> AsyncIterator[None]:
+async def purging(settings: Settings, pool: Pool, metrics: WorkerMetrics) -> AsyncIterator[None]:
     """Purge in the background while the context is open; stop (mid-batch if need be: a
     cancelled batch rolls back) when it closes."""
-    task = asyncio.create_task(_purge_periodically(settings, pool), name="purge")
+    task = asyncio.create_task(_purge_periodically(settings, pool, metrics), name="purge")
     try:
         yield
     finally:
@@ -35,7 +36,7 @@ async def purging(settings: Settings, pool: Pool) -> AsyncIterator[None]:
         await asyncio.wait([task], timeout=settings.database_timeout)
 
 
-async def _purge_periodically(settings: Settings, pool: Pool) -> None:
+async def _purge_periodically(settings: Settings, pool: Pool, metrics: WorkerMetrics) -> None:
     policy = retention.Retention.from_settings(settings)
     while True:
         await asyncio.sleep(settings.purge_interval * random.uniform(*_JITTER))
@@ -44,6 +45,8 @@ async def _purge_periodically(settings: Settings, pool: Pool) -> None:
         except Exception as exc:
             log.warning("purge failed: %r; trying again in %s", exc, settings.purge_interval)
             continue
+        for table, rows in purged.by_table().items():
+            metrics.purged.labels(table).inc(rows)
         if purged.total:
             log.info("%s", purged.summary())
 

@@ -84,7 +84,11 @@ async def edge_context(app: web.Application) -> AsyncIterator[None]:
             cursors=Cursors(key),  # derives its own keys from the same secret
             workflows=WorkflowsByToken(pool, settings.workflow_cache_ttl),
             rate_limiter=RateLimiter(
-                settings.rate_limit, settings.rate_burst, SharedBuckets(pool), settings.edges
+                settings.rate_limit,
+                settings.rate_burst,
+                SharedBuckets(pool),
+                settings.edges,
+                on_local=lambda local: app[METRICS].rate_limit_local.set(int(local)),
             ),
             sources=SourcesById(pool, settings.workflow_cache_ttl),
         )

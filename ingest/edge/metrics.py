@@ -90,6 +90,13 @@ class EdgeMetrics:
             registry=r,
             multiprocess_mode="livemostrecent",
         )
+        self.rate_limit_local = Gauge(
+            "ingest_rate_limit_local_share",
+            "1 while this edge cannot reach the shared rate limit in Postgres and takes its share "
+            "(1/INGEST_EDGES) locally; summed over the edges.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.rejections = Counter(
             "ingest_rejections_total",
             "Rejected task and hook requests (4xx), by status and error: every one, whether the"

@@ -188,6 +188,7 @@ class RateLimiter:
         edges: int = 1,
         max_buckets: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        on_local: Callable[[bool], None] = lambda local: None,
     ) -> None:
         self._rate = rate
         self._capacity = burst_capacity(rate, burst)
@@ -198,6 +199,8 @@ class RateLimiter:
         self._max_buckets = max_buckets
         self._clock = clock
         self._shared_failed_at: float | None = None
+        #: Told True when this edge starts taking its share locally, False when it stops.
+        self._on_local = on_local
 
     @property
     def limited(self) -> bool:
@@ -284,9 +287,11 @@ class RateLimiter:
                 exc,
                 self._edges,
             )
+            self._on_local(True)
         self._shared_failed_at = now
 
     def _shared_answered(self) -> None:
         if self._shared_failed_at is not None:
             log.info("shared rate limit reachable again")
             self._shared_failed_at = None
+            self._on_local(False)
