@@ -223,8 +223,8 @@ _ADMIN_ROUTES = (
             "deleteSource",
             "admin",
             "Delete a source",
-            "Its URL stops taking deliveries within `INGEST_WORKFLOW_CACHE_TTL` seconds (edges "
-            "cache sources that briefly); its tasks and results stay.",
+            "Every edge stops taking deliveries at its URL within a second (a change notice; "
+            "`INGEST_WORKFLOW_CACHE_TTL` seconds at worst); its tasks and results stay.",
             (Answer(204, "The source was deleted."), _NO_SUCH_SOURCE, *ADMIN_ANSWERS),
             (SOURCE_ID,),
             admin=True,
