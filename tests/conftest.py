@@ -238,17 +238,24 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(settings: Settings, *args: str) -> str:
-    """Run `python -m ingest ARGS` with these settings; its standard output."""
+def cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m ingest ARGS` with these settings (and `env` on top); however it ends."""
     return subprocess.run(
         [sys.executable, "-m", "ingest", *args],
-        env=service_env(settings),
+        env=service_env(settings, **env),
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=60,
-        check=True,
-    ).stdout
+    )
+
+
+def run_cli(settings: Settings, *args: str, **env: str) -> str:
+    """Run `python -m ingest ARGS` with these settings; its standard output (raises
+    CalledProcessError unless it exits 0)."""
+    done = cli(settings, *args, **env)
+    done.check_returncode()
+    return done.stdout
 
 
 def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import subprocess
-import sys
 import time
 import uuid
 from datetime import timedelta
@@ -20,7 +18,7 @@ from ingest import opaque, retention
 from ingest.edge.keys import EDGE
 from ingest.retention import Purged, Retention
 from ingest.settings import Settings
-from tests.conftest import ROOT, SEED_REQUEST, service_env, wait_until
+from tests.conftest import SEED_REQUEST, run_cli, wait_until
 from tests.deliveries import create_source, hook_path, path_of
 
 HOUR = timedelta(hours=1)
@@ -187,15 +185,7 @@ async def test_a_status_url_of_the_older_form_stays_pending_since_its_age_is_unk
 
 
 def _purge_cli(settings: Settings, **env: str) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "ingest", "purge"],
-        env=service_env(settings, **env),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=True,
-    ).stdout
+    return run_cli(settings, "purge", **env)
 
 
 async def test_ingest_purge_removes_once_what_each_retention_no_longer_keeps(

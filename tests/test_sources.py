@@ -7,8 +7,6 @@ Provider signatures end to end are in `test_sources_providers.py`; bad input in
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ import orjson
 from aiohttp.test_utils import TestClient
 
 from ingest.settings import Settings
-from tests.conftest import ROOT, SALES, run_cli, service_env, wait_until
+from tests.conftest import SALES, cli, run_cli, wait_until
 from tests.deliveries import (
     ADMIN,
     EXAMPLES,
@@ -132,17 +130,6 @@ async def test_unknown_function_and_wrong_arity_are_refused_at_creation(
 # --------------------------------------------------------------------------------------- the CLI
 
 
-def _run(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingest", *args],
-        env=service_env(settings),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-
-
 async def test_the_cli_creates_lists_and_tests_sources(
     settings: Settings, make_workflow: Any, tmp_path: Path, pool: asyncpg.Pool
 ) -> None:
@@ -182,11 +169,11 @@ async def test_the_cli_creates_lists_and_tests_sources(
     shown = orjson.loads(run_cli(settings, "source", "test", created["id"], str(payload)))
     assert shown == {"status": "ignored"}
     payload.write_text('{"lead": {"size": "ten"}}')  # a string ordered against a number
-    failed = _run(settings, "source", "test", created["id"], str(payload))
+    failed = cli(settings, "source", "test", created["id"], str(payload))
     assert failed.returncode == 1
     assert orjson.loads(failed.stdout)["error"] == "mapping_failed"
     payload.write_text("[1, 2]")
-    failed = _run(settings, "source", "test", created["id"], str(payload))
+    failed = cli(settings, "source", "test", created["id"], str(payload))
     assert failed.returncode == 1
     assert orjson.loads(failed.stdout)["error"] == "malformed_body"
     assert await written(pool) == (0, 0)
@@ -196,7 +183,7 @@ async def test_the_cli_reports_every_problem_of_a_definition(
     settings: Settings, make_workflow: Any
 ) -> None:
     workflow, _ = await make_workflow()
-    failed = _run(
+    failed = cli(
         settings,
         "source",
         "create",
@@ -220,7 +207,7 @@ async def test_the_cli_test_of_a_mapping_that_fails_names_the_field(
     created = orjson.loads(run_cli(settings, "source", "create", str(path)))
     payload = tmp_path / "delivery.json"
     payload.write_text('{"lead": {"id": "1", "names": "not a list"}}')
-    failed = _run(settings, "source", "test", created["id"], str(payload))
+    failed = cli(settings, "source", "test", created["id"], str(payload))
     assert failed.returncode == 1
     shown = orjson.loads(failed.stdout)
     assert shown["error"] == "mapping_failed"

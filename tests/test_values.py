@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 
 import orjson
@@ -17,7 +15,7 @@ import pytest
 from ingest.messages import Operation, TaskRequest
 from ingest.results import MAX_STORED_BODY_BYTES
 from ingest.workflows import MAX_FIELD_ID
-from tests.conftest import ROOT, publish_batches, service_env, wait_until
+from tests.conftest import cli, publish_batches, wait_until
 
 JSON = {"Content-Type": "application/json"}
 ADMIN = {**JSON, "Authorization": "Bearer admin-secret"}
@@ -212,15 +210,7 @@ async def test_workflows_stored_before_todays_bounds_still_list(client, settings
     listed = await client.get("/api/v1/admin/workflows", headers=ADMIN)
     assert listed.status == 200
     assert [w["id"] for w in await listed.json()] == ["old"]
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "ingest", "workflow", "list"],
-        env=service_env(settings),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    done = await asyncio.to_thread(cli, settings, "workflow", "list")
     assert done.returncode == 0, done.stderr
     assert [w["id"] for w in json.loads(done.stdout)] == ["old"]
 

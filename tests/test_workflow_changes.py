@@ -11,8 +11,6 @@ shows after a change is awaited for up to 3 s.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +21,7 @@ import orjson
 
 from ingest import deletions, migrations, retention, store
 from ingest.workflows import WorkflowDefinition
-from tests.conftest import ROOT, SALES, SEED_REQUEST, run_cli, service_env, wait_until
+from tests.conftest import SALES, SEED_REQUEST, cli, run_cli, wait_until
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
 WORKFLOWS = "/api/v1/admin/workflows"
@@ -583,18 +581,6 @@ async def test_a_delete_cut_short_is_hidden_at_once_and_finished_by_the_purge(
 # --------------------------------------------------------------------------------------------- CLI
 
 
-def _cli(settings: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingest", *args],
-        env=service_env(settings),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_cli_updates_and_deletes_a_workflow(settings, tmp_path):
     definition = tmp_path / "sales.json"
     definition.write_bytes(orjson.dumps(SALES))
@@ -613,17 +599,17 @@ def test_cli_updates_and_deletes_a_workflow(settings, tmp_path):
 
     bad = tmp_path / "bad.json"
     bad.write_text('{"fields": [{"name": "Company ID", "type": "checkbox"}]}')
-    refused = _cli(settings, "workflow", "update", created["id"], str(bad))
+    refused = cli(settings, "workflow", "update", created["id"], str(bad))
     assert refused.returncode == 2
     assert "cannot change from text to checkbox" in refused.stderr
 
-    deleted = _cli(settings, "workflow", "delete", created["id"])
+    deleted = cli(settings, "workflow", "delete", created["id"])
     assert deleted.returncode == 0, deleted.stderr
     assert f"deleted workflow {created['id']}" in deleted.stdout
-    again = _cli(settings, "workflow", "delete", created["id"])
+    again = cli(settings, "workflow", "delete", created["id"])
     assert again.returncode == 1
     assert "no workflow has the id" in again.stderr
-    missing = _cli(settings, "workflow", "update", created["id"], str(change))
+    missing = cli(settings, "workflow", "update", created["id"], str(change))
     assert missing.returncode == 1
 
 
@@ -637,7 +623,7 @@ def test_cli_updates_only_the_version_named_by_if_version(settings, tmp_path):
     updated = orjson.loads(run_cli(settings, *update, "--if-version", "1"))
     assert updated["version"] == 2
     change.write_text("stages: [Lead]\n")
-    stale = _cli(settings, *update, "--if-version", "1")
+    stale = cli(settings, *update, "--if-version", "1")
     assert stale.returncode == 1
     assert "at version 2 now" in stale.stderr
     assert "--if-version 2" in stale.stderr

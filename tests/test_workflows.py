@@ -4,11 +4,9 @@ themselves: tests/unit/ingest/test_workflows.py)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from ingest.workflows import hash_token
-from tests.conftest import ROOT, SALES, run_cli, service_env
+from tests.conftest import SALES, cli, run_cli
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
 
@@ -84,13 +82,6 @@ def test_cli_creates_a_workflow_from_yaml(settings, tmp_path):
 def test_cli_reports_an_invalid_definition(settings, tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"name": "x", "fields": [{"name": "a", "type": "colour"}]}))
-    done = subprocess.run(
-        [sys.executable, "-m", "ingest", "workflow", "create", str(path)],
-        env=service_env(settings),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    done = cli(settings, "workflow", "create", str(path))
     assert done.returncode == 2
     assert "unknown field type 'colour'" in done.stderr
